@@ -1,0 +1,615 @@
+//! The Commvault web-service dialect, served at the root and under
+//! `/commandcenter/api` and `/webconsole/api` (path segments case-insensitive,
+//! see `api::normalize`).
+//!
+//! Responses are XML or JSON by `Accept` (XML when absent); request bodies are XML
+//! or JSON by `Content-Type` (or their first character). The token travels in the
+//! `Authtoken` header as `QSDK <hex>` (a bare `<hex>` is accepted too).
+//!
+//! `consoleType` of a Commvault login: a `clientType` that is itself a Commvault
+//! console code (5, 13, 14, 19) is kept; any other `clientType` (cvpysdk sends 30)
+//! means a program, recorded as 13 (command line); with no `clientType`, a browser
+//! `User-Agent` (`Mozilla/...`) means 19 (web console), anything else 13.
+
+mod error;
+mod render;
+pub mod wire;
+
+pub use error::{CvError, CvErrorKind};
+
+use super::{AppState, ClientAddr};
+use crate::domain::{ClientInfo, ConsoleType, Dialect, SessionId, UserId};
+use crate::service::{Actor, Caller, LoginRequest, ServiceError};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequestParts, Path, RawQuery, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use secrecy::SecretString;
+use std::time::Duration;
+use wire::{Body, Fields, Format};
+
+/// Routes of the dialect, relative to its base path.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(base))
+        .route("/login", post(login))
+        .route("/logout", post(logout))
+        .route("/session", get(sessions_of_user))
+        .route("/sessions", delete(end_sessions))
+        .route("/renewlogintoken", post(renew))
+        .route("/whoami", get(who_am_i).post(who_am_i))
+        .route("/user", get(users))
+        .route("/user/{id}", get(user))
+        .route("/user/{id}/security", get(user_security))
+        .route("/v4/user", get(v4_users))
+        .route("/v4/user/{id}", get(v4_user))
+}
+
+/// The dialect under a prefix: unknown paths below it get the dialect's 404.
+pub fn prefixed_routes() -> Router<AppState> {
+    routes().fallback(no_route)
+}
+
+async fn no_route(Fmt(fmt): Fmt) -> CvError {
+    CvError::new(fmt, CvErrorKind::NoRoute)
+}
+
+/// The response format the client accepts.
+pub struct Fmt(pub Format);
+
+impl<S: Send + Sync> FromRequestParts<S> for Fmt {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Fmt(Format::from_headers(&parts.headers)))
+    }
+}
+
+/// The caller named by the `Authtoken` header; 401 in the dialect's shape otherwise.
+pub struct CvCaller(pub Caller);
+
+impl FromRequestParts<AppState> for CvCaller {
+    type Rejection = CvError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let fmt = Format::from_headers(&parts.headers);
+        let token = parts
+            .headers
+            .get("authtoken")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| CvError::unauthenticated(fmt))?;
+        state
+            .service
+            .authenticate(strip_qsdk(token))
+            .await
+            .map(CvCaller)
+            .map_err(|e| CvError::service(fmt, e))
+    }
+}
+
+/// `QSDK <hex>` → `<hex>`; anything else as it is.
+fn strip_qsdk(token: &str) -> &str {
+    let t = token.trim();
+    match t.get(..5) {
+        Some(p) if p.eq_ignore_ascii_case("qsdk ") => t[5..].trim_start(),
+        _ => t,
+    }
+}
+
+fn body_bytes(fmt: Format, body: Result<Bytes, BytesRejection>) -> Result<Bytes, CvError> {
+    body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            CvError::new(fmt, CvErrorKind::TooLarge)
+        } else {
+            CvError::bad_request(fmt, "could not read the request body")
+        }
+    })
+}
+
+fn svc(fmt: Format) -> impl Fn(ServiceError) -> CvError {
+    move |e| CvError::service(fmt, e)
+}
+
+async fn base() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain;charset=utf-8")],
+        "sessiond: Commvault-compatible web service\n",
+    )
+}
+
+// ---- Login ----
+
+const LOGIN_ROOT: &str = "DM2ContentIndexing_CheckCredentialReq";
+const LOGIN_FIELDS: &[&str] = &[
+    "username",
+    "password",
+    "domain",
+    "commserver",
+    "timeout",
+    "deviceId",
+    "mode",
+    "clientType",
+];
+
+async fn login(
+    State(st): State<AppState>,
+    Fmt(fmt): Fmt,
+    addr: ClientAddr,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let req = match login_request(fmt, &headers, addr, body) {
+        Ok(r) => r,
+        Err(e) => return render::login_bad_request(e),
+    };
+    match st.service.login(req).await {
+        Ok(out) => render::login_success(fmt, &out),
+        Err(ServiceError::Unavailable(cause)) => {
+            CvError::service(fmt, ServiceError::Unavailable(cause)).into_response()
+        }
+        Err(e) => render::login_failure(fmt, &e),
+    }
+}
+
+fn login_request(
+    fmt: Format,
+    headers: &HeaderMap,
+    addr: ClientAddr,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<LoginRequest, CvError> {
+    let bytes = body_bytes(fmt, body)?;
+    let bad = |m: String| CvError::bad_request(fmt, m);
+    let fields = match wire::parse_body(fmt, headers, &bytes)? {
+        Body::Json(mut map) => {
+            // The older wrapped form: {"DM2ContentIndexing_CheckCredentialReq": {"@username": ...}}
+            if map.len() == 1 {
+                if let Some(serde_json::Value::Object(inner)) = map.remove(LOGIN_ROOT) {
+                    map = inner;
+                }
+            }
+            Fields::from_json(map, LOGIN_FIELDS).map_err(bad)?
+        }
+        Body::Xml(el) => {
+            if el.name != LOGIN_ROOT {
+                return Err(bad(format!("expected <{LOGIN_ROOT}>, found <{}>", el.name)));
+            }
+            Fields::from_xml(el, LOGIN_FIELDS).map_err(bad)?
+        }
+    };
+    let username = fields
+        .string("username")
+        .map_err(bad)?
+        .filter(|u| !u.trim().is_empty())
+        .ok_or_else(|| bad("username is required".into()))?;
+    let encoded = fields
+        .string("password")
+        .map_err(bad)?
+        .ok_or_else(|| bad("password is required".into()))?;
+    let password = wire::decode_password(&encoded).map_err(bad)?;
+    // Validated for shape, not used: there is one CommServe and local users only.
+    fields.string("domain").map_err(bad)?;
+    fields.string("commserver").map_err(bad)?;
+    fields.string("mode").map_err(bad)?;
+    let timeout = match fields.int("timeout").map_err(bad)? {
+        Some(m) if m < 0 => return Err(bad("timeout must not be negative".into())),
+        Some(m) => Some(Duration::from_secs(
+            u64::try_from(m).unwrap_or(0).saturating_mul(60),
+        )),
+        None => None,
+    };
+    let client_type = fields.int("clientType").map_err(bad)?;
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .chars()
+        .take(256)
+        .collect::<String>();
+    let console_type = console_type_for(client_type, &user_agent);
+    let device_id = fields
+        .string("deviceId")
+        .map_err(bad)?
+        .unwrap_or_default()
+        .chars()
+        .take(256)
+        .collect();
+    Ok(LoginRequest {
+        username,
+        password: SecretString::from(password),
+        client: ClientInfo {
+            host: addr.0,
+            user_agent,
+            device_id,
+            description: String::new(),
+        },
+        console_type,
+        dialect: Dialect::Commvault,
+        requested_idle_timeout: timeout,
+    })
+}
+
+/// The documented `consoleType` rule (see the module docs).
+fn console_type_for(client_type: Option<i64>, user_agent: &str) -> ConsoleType {
+    match client_type {
+        Some(c @ (5 | 13 | 14 | 19)) => ConsoleType::from_code(c as i32),
+        Some(_) => ConsoleType::CommandLine,
+        None if user_agent.starts_with("Mozilla/") => ConsoleType::WebConsole,
+        None => ConsoleType::CommandLine,
+    }
+}
+
+// ---- Logout, renew, who am I ----
+
+async fn logout(
+    State(st): State<AppState>,
+    Fmt(fmt): Fmt,
+    addr: ClientAddr,
+    CvCaller(caller): CvCaller,
+) -> Result<Response, CvError> {
+    st.service
+        .logout(&caller, &addr.origin(Dialect::Commvault))
+        .await
+        .map_err(svc(fmt))?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain;charset=utf-8")],
+        "User logged out",
+    )
+        .into_response())
+}
+
+const RENEW_FIELDS: &[&str] = &["sessionId", "deviceId"];
+
+async fn renew(
+    State(st): State<AppState>,
+    Fmt(fmt): Fmt,
+    addr: ClientAddr,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, CvError> {
+    let bytes = body_bytes(fmt, body)?;
+    let bad = |m: String| CvError::bad_request(fmt, m);
+    let from_body = if bytes.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        let fields = match wire::parse_body(fmt, &headers, &bytes)? {
+            Body::Json(map) => Fields::from_json(map, RENEW_FIELDS).map_err(bad)?,
+            Body::Xml(el) => Fields::from_xml(el, RENEW_FIELDS).map_err(bad)?,
+        };
+        fields.string("deviceId").map_err(bad)?;
+        fields.string("sessionId").map_err(bad)?
+    };
+    let token = from_body
+        .or_else(|| {
+            headers
+                .get("authtoken")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        })
+        .ok_or_else(|| CvError::unauthenticated(fmt))?;
+    let (_, fresh) = st
+        .service
+        .renew(strip_qsdk(&token), &addr.origin(Dialect::Commvault))
+        .await
+        .map_err(svc(fmt))?;
+    Ok(render::renewed(fmt, &fresh))
+}
+
+async fn who_am_i(
+    State(st): State<AppState>,
+    Fmt(fmt): Fmt,
+    CvCaller(caller): CvCaller,
+) -> Result<Response, CvError> {
+    let user = st.service.caller_user(&caller).await.map_err(svc(fmt))?;
+    Ok(render::who_am_i(fmt, &user))
+}
+
+// ---- Sessions ----
+
+#[derive(serde::Deserialize)]
+struct SessionParams {
+    #[serde(rename = "userId")]
+    user_id: Option<String>,
+}
+
+async fn sessions_of_user(
+    State(st): State<AppState>,
+    Fmt(fmt): Fmt,
+    CvCaller(caller): CvCaller,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, CvError> {
+    let params: SessionParams = serde_urlencoded_lite(query.as_deref().unwrap_or(""))
+        .map_err(|m| CvError::bad_request(fmt, m))?;
+    let user_id = params
+        .user_id
+        .ok_or_else(|| CvError::bad_request(fmt, "the userId parameter is required"))?;
+    let user_id = user_id
+        .trim()
+        .parse::<i64>()
+        .map_err(|_| CvError::bad_request(fmt, "userId must be a whole number"))?;
+    let only_active = headers
+        .get("only-active-sessions")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    let views = st
+        .service
+        .user_sessions(&caller, UserId(user_id), only_active)
+        .await
+        .map_err(svc(fmt))?;
+    Ok(render::sessions(fmt, &views))
+}
+
+/// Reads `userId` from a query string (the one parameter this dialect takes).
+fn serde_urlencoded_lite(query: &str) -> Result<SessionParams, String> {
+    let mut user_id = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k.eq_ignore_ascii_case("userid") {
+            if user_id.is_some() {
+                return Err("userId is given more than once".into());
+            }
+            let v = percent_decode(v).ok_or("userId is not valid percent-encoding")?;
+            user_id = Some(v);
+        }
+    }
+    Ok(SessionParams { user_id })
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+const LOGOFF_ROOT: &str = "Api_LogoffUsersRequest";
+
+async fn end_sessions(
+    State(st): State<AppState>,
+    Fmt(fmt): Fmt,
+    addr: ClientAddr,
+    CvCaller(caller): CvCaller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, CvError> {
+    let bytes = body_bytes(fmt, body)?;
+    let ids = logoff_ids(fmt, &headers, &bytes)?;
+    st.service
+        .end_sessions(
+            &Actor::User(&caller),
+            &ids,
+            &addr.origin(Dialect::Commvault),
+        )
+        .await
+        .map_err(svc(fmt))?;
+    Ok(render::logoff_done(fmt))
+}
+
+fn logoff_ids(fmt: Format, headers: &HeaderMap, bytes: &[u8]) -> Result<Vec<SessionId>, CvError> {
+    let bad = |m: String| CvError::bad_request(fmt, m);
+    let raw: Vec<String> = match wire::parse_body(fmt, headers, bytes)? {
+        Body::Xml(el) => {
+            if el.name != LOGOFF_ROOT {
+                return Err(bad(format!(
+                    "expected <{LOGOFF_ROOT}>, found <{}>",
+                    el.name
+                )));
+            }
+            if !el.attrs.is_empty() {
+                return Err(bad(format!("<{LOGOFF_ROOT}> takes no attributes")));
+            }
+            el.children
+                .into_iter()
+                .map(|c| {
+                    if c.name != "sessions" || !c.children.is_empty() {
+                        return Err(bad(format!("unexpected element <{}>", c.name)));
+                    }
+                    Fields::from_xml(c, &["val"])
+                        .map_err(bad)?
+                        .string("val")
+                        .map_err(bad)?
+                        .ok_or_else(|| bad("<sessions> needs a val attribute".into()))
+                })
+                .collect::<Result<_, _>>()?
+        }
+        Body::Json(mut map) => {
+            if map.len() == 1 {
+                if let Some(serde_json::Value::Object(inner)) = map.remove(LOGOFF_ROOT) {
+                    map = inner;
+                }
+            }
+            let fields = Fields::from_json(map, &["sessions"]).map_err(bad)?;
+            let list = match fields.value("sessions") {
+                Some(serde_json::Value::Array(a)) => a.clone(),
+                Some(obj @ serde_json::Value::Object(_)) => vec![obj.clone()],
+                _ => return Err(bad("sessions must be a list of {\"val\": id}".into())),
+            };
+            list.into_iter()
+                .map(|v| match v {
+                    serde_json::Value::Object(m) => Fields::from_json(m, &["val"])
+                        .map_err(bad)?
+                        .string("val")
+                        .map_err(bad)?
+                        .ok_or_else(|| bad("each session needs a val".into())),
+                    _ => Err(bad("sessions must be a list of {\"val\": id}".into())),
+                })
+                .collect::<Result<_, _>>()?
+        }
+    };
+    if raw.is_empty() {
+        return Err(bad("no sessions given".into()));
+    }
+    raw.iter()
+        .map(|s| SessionId::parse(s).ok_or_else(|| bad(format!("{s:?} is not a session id"))))
+        .collect()
+}
+
+// ---- Users ----
+
+async fn users(
+    State(st): State<AppState>,
+    Fmt(fmt): Fmt,
+    CvCaller(caller): CvCaller,
+) -> Result<Response, CvError> {
+    let list = all_users(&st, caller, fmt).await?;
+    Ok(render::users(fmt, &list))
+}
+
+async fn all_users(
+    st: &AppState,
+    caller: Caller,
+    fmt: Format,
+) -> Result<Vec<crate::domain::User>, CvError> {
+    const PAGE: usize = 1000;
+    let actor = Actor::User(&caller);
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let page = st
+            .service
+            .list_users(&actor, after, PAGE)
+            .await
+            .map_err(svc(fmt))?;
+        let done = page.len() < PAGE;
+        after = page.last().map(|u| u.id);
+        all.extend(page);
+        if done {
+            return Ok(all);
+        }
+    }
+}
+
+fn user_id_param(fmt: Format, raw: &str) -> Result<UserId, CvError> {
+    raw.trim()
+        .parse::<i64>()
+        .map(UserId)
+        .map_err(|_| CvError::bad_request(fmt, "the user id must be a whole number"))
+}
+
+async fn user(
+    State(st): State<AppState>,
+    Fmt(fmt): Fmt,
+    CvCaller(caller): CvCaller,
+    Path(id): Path<String>,
+) -> Result<Response, CvError> {
+    let id = user_id_param(fmt, &id)?;
+    let u = st
+        .service
+        .get_user(&Actor::User(&caller), id)
+        .await
+        .map_err(svc(fmt))?;
+    Ok(render::user_properties(fmt, &u))
+}
+
+async fn user_security(
+    State(st): State<AppState>,
+    Fmt(fmt): Fmt,
+    CvCaller(caller): CvCaller,
+    Path(id): Path<String>,
+) -> Result<Response, CvError> {
+    let id = user_id_param(fmt, &id)?;
+    let u = st
+        .service
+        .get_user(&Actor::User(&caller), id)
+        .await
+        .map_err(svc(fmt))?;
+    Ok(render::security_associations(fmt, &u))
+}
+
+async fn v4_users(
+    State(st): State<AppState>,
+    CvCaller(caller): CvCaller,
+) -> Result<Response, CvError> {
+    let list = all_users(&st, caller, Format::Json).await?;
+    Ok(render::v4_users(&list))
+}
+
+async fn v4_user(
+    State(st): State<AppState>,
+    CvCaller(caller): CvCaller,
+    Path(id): Path<String>,
+) -> Result<Response, CvError> {
+    let id = user_id_param(Format::Json, &id)?;
+    let u = st
+        .service
+        .get_user(&Actor::User(&caller), id)
+        .await
+        .map_err(svc(Format::Json))?;
+    Ok(render::v4_user(&u))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qsdk_prefix_is_optional_and_case_insensitive() {
+        assert_eq!(strip_qsdk("QSDK abc"), "abc");
+        assert_eq!(strip_qsdk("qsdk   abc "), "abc");
+        assert_eq!(strip_qsdk("abc"), "abc");
+        assert_eq!(strip_qsdk("QSD"), "QSD");
+    }
+
+    #[test]
+    fn console_type_rule() {
+        assert_eq!(console_type_for(Some(5), ""), ConsoleType::CommCellConsole);
+        assert_eq!(console_type_for(Some(19), ""), ConsoleType::WebConsole);
+        assert_eq!(
+            console_type_for(Some(30), "Mozilla/5.0"),
+            ConsoleType::CommandLine
+        );
+        assert_eq!(
+            console_type_for(None, "Mozilla/5.0 (X11)"),
+            ConsoleType::WebConsole
+        );
+        assert_eq!(
+            console_type_for(None, "python-requests/2"),
+            ConsoleType::CommandLine
+        );
+    }
+
+    #[test]
+    fn query_parsing() {
+        assert_eq!(
+            serde_urlencoded_lite("userId=5")
+                .unwrap()
+                .user_id
+                .as_deref(),
+            Some("5")
+        );
+        assert_eq!(
+            serde_urlencoded_lite("USERID=%35&x=1")
+                .unwrap()
+                .user_id
+                .as_deref(),
+            Some("5")
+        );
+        assert!(serde_urlencoded_lite("").unwrap().user_id.is_none());
+        assert!(serde_urlencoded_lite("userId=1&userId=2").is_err());
+        assert!(serde_urlencoded_lite("userId=%zz").is_err());
+    }
+}

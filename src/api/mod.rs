@@ -1,0 +1,180 @@
+//! HTTP: one module per dialect. Each parses its wire format, authenticates the
+//! caller, calls the service and renders its own success and error shapes.
+//! Only this layer knows HTTP, XML and JSON.
+
+pub mod commvault;
+mod normalize;
+
+use crate::domain::Dialect;
+use crate::service::{Origin, Service};
+use axum::Router;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRef, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+pub use normalize::NormalizedApp;
+
+/// HTTP settings shared by the dialects.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Largest request body accepted (413 beyond).
+    pub max_body_bytes: usize,
+    /// Peers whose `X-Forwarded-For` is believed (CIDR blocks, e.g. `10.0.0.0/8`).
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_body_bytes: 64 * 1024,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// Settings of the dialects themselves.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DialectConfig {
+    /// Domain appended to user names where vSphere clients expect `name@domain`.
+    pub vsphere_domain: String,
+}
+
+impl Default for DialectConfig {
+    fn default() -> Self {
+        DialectConfig {
+            vsphere_domain: "local".into(),
+        }
+    }
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub service: Service,
+    pub http: Arc<HttpConfig>,
+    pub dialects: Arc<DialectConfig>,
+}
+
+impl FromRef<AppState> for Service {
+    fn from_ref(s: &AppState) -> Service {
+        s.service.clone()
+    }
+}
+
+/// The whole HTTP application: every dialect, behind path normalization.
+pub fn app(state: AppState) -> NormalizedApp {
+    normalize::wrap(router(state))
+}
+
+pub fn router(state: AppState) -> Router {
+    let limit = state.http.max_body_bytes;
+    Router::new()
+        .merge(commvault::routes())
+        .nest("/commandcenter/api", commvault::prefixed_routes())
+        .nest("/webconsole/api", commvault::prefixed_routes())
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn not_found() -> impl IntoResponse {
+    (StatusCode::NOT_FOUND, "not found\n")
+}
+
+/// The client's address: the peer, or for a trusted proxy the right-most
+/// untrusted address of `X-Forwarded-For`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientAddr(pub String);
+
+impl<S> FromRequestParts<S> for ClientAddr
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        Ok(ClientAddr(client_address(
+            peer,
+            &parts.headers,
+            &state.http.trusted_proxies,
+        )))
+    }
+}
+
+fn client_address(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) -> String {
+    let Some(peer) = peer else {
+        return "unknown".into();
+    };
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return peer.to_string();
+    }
+    let hops: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map_while(|h| h.trim().parse::<IpAddr>().ok())
+        .collect();
+    hops.iter()
+        .rev()
+        .find(|ip| !is_trusted(ip))
+        .or(hops.first())
+        .copied()
+        .unwrap_or(peer)
+        .to_string()
+}
+
+impl ClientAddr {
+    pub fn origin(&self, dialect: Dialect) -> Origin {
+        Origin {
+            dialect,
+            source: self.0.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(xff: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", xff.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let proxy: IpAddr = "10.1.1.1".parse().unwrap();
+        let stranger: IpAddr = "192.0.2.7".parse().unwrap();
+        let h = headers("198.51.100.1, 203.0.113.9, 10.2.2.2");
+        assert_eq!(client_address(Some(proxy), &h, &trusted), "203.0.113.9");
+        assert_eq!(client_address(Some(stranger), &h, &trusted), "192.0.2.7");
+        assert_eq!(
+            client_address(Some(proxy), &HeaderMap::new(), &trusted),
+            "10.1.1.1"
+        );
+        assert_eq!(
+            client_address(Some(proxy), &headers("garbage"), &trusted),
+            "10.1.1.1"
+        );
+        assert_eq!(client_address(None, &h, &trusted), "unknown");
+    }
+}

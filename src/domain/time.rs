@@ -1,0 +1,96 @@
+//! Instants as whole milliseconds since the Unix epoch (UTC).
+//!
+//! Every backend stores them as a plain 64-bit integer; the dialects format them
+//! (Commvault: Unix seconds, vSphere: `YYYY-MM-DDThh:mm:ss.sssZ`).
+
+use std::fmt;
+use std::time::Duration;
+
+/// A point in time, in milliseconds since 1970-01-01T00:00:00Z.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    pub const EPOCH: Timestamp = Timestamp(0);
+
+    pub const fn from_unix_millis(ms: i64) -> Self {
+        Timestamp(ms)
+    }
+
+    pub const fn unix_millis(self) -> i64 {
+        self.0
+    }
+
+    /// Whole seconds since the epoch, rounded down (Commvault's `loginTime`).
+    pub const fn unix_seconds(self) -> i64 {
+        self.0.div_euclid(1000)
+    }
+
+    /// `self + d`, saturating at the far future.
+    pub fn plus(self, d: Duration) -> Self {
+        Timestamp(self.0.saturating_add(duration_millis(d)))
+    }
+
+    /// `self - d`, saturating at the far past.
+    pub fn minus(self, d: Duration) -> Self {
+        Timestamp(self.0.saturating_sub(duration_millis(d)))
+    }
+
+    /// How long from `earlier` to `self`; zero when `earlier` is later.
+    pub fn since(self, earlier: Timestamp) -> Duration {
+        Duration::from_millis(u64::try_from(self.0.saturating_sub(earlier.0)).unwrap_or(0))
+    }
+}
+
+/// A duration in whole milliseconds, saturating at `i64::MAX`.
+pub fn duration_millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000) {
+            Ok(t) => write!(
+                f,
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second(),
+                t.millisecond()
+            ),
+            Err(_) => write!(f, "@{}ms", self.0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_as_utc_with_milliseconds() {
+        assert_eq!(
+            Timestamp::from_unix_millis(1_420_150_385_651).to_string(),
+            "2015-01-01T22:13:05.651Z"
+        );
+        assert_eq!(Timestamp::EPOCH.to_string(), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn arithmetic_saturates_and_seconds_round_down() {
+        let t = Timestamp::from_unix_millis(1_999);
+        assert_eq!(t.unix_seconds(), 1);
+        assert_eq!(t.plus(Duration::from_secs(1)).unix_millis(), 2_999);
+        assert_eq!(t.minus(Duration::from_millis(999)).unix_millis(), 1_000);
+        assert_eq!(t.since(t.plus(Duration::from_secs(5))), Duration::ZERO);
+        assert_eq!(
+            Timestamp::from_unix_millis(i64::MAX - 1)
+                .plus(Duration::from_secs(10))
+                .unix_millis(),
+            i64::MAX
+        );
+    }
+}

@@ -1,0 +1,228 @@
+//! Sign-in, session validation (the hot path), sign-out and token renewal.
+
+use super::{Caller, Origin, Service, ServiceError, ServiceResult};
+use crate::domain::{
+    AuditKind, ClientInfo, ConsoleType, Dialect, EndReason, NewAuditEvent, NewSession, Session,
+    SessionEnd, SessionId, SessionState, SessionToken, User, UserRef,
+};
+use secrecy::SecretString;
+use std::time::Duration;
+
+/// A login as a dialect parsed it.
+#[derive(Debug)]
+pub struct LoginRequest {
+    pub username: String,
+    pub password: SecretString,
+    pub client: ClientInfo,
+    pub console_type: ConsoleType,
+    pub dialect: Dialect,
+    /// An idle timeout the client asked for (Commvault Login `timeout`), honoured up
+    /// to the configured maximum.
+    pub requested_idle_timeout: Option<Duration>,
+}
+
+/// A successful login: the clear token is in here and nowhere else.
+#[derive(Debug)]
+pub struct LoginOutcome {
+    pub session: Session,
+    pub token: SessionToken,
+    pub user: User,
+}
+
+impl Service {
+    /// Checks the credentials and opens a session.
+    ///
+    /// Unknown user and wrong password take the same path (a dummy hash is
+    /// verified for unknown users) and return the same error.
+    pub async fn login(&self, req: LoginRequest) -> ServiceResult<LoginOutcome> {
+        let name = req.username.trim();
+        let user = if name.is_empty() {
+            None
+        } else {
+            self.store().find_user_by_name(name).await?
+        };
+        let ok = self
+            .inner
+            .passwords
+            .verify(&req.password, user.as_ref().map(|u| &u.password_hash))
+            .await?;
+        let user = match user {
+            Some(u) if ok => u,
+            found => {
+                self.audit_login_failure(&req, found.as_ref(), "invalid credentials")
+                    .await;
+                return Err(ServiceError::InvalidCredentials);
+            }
+        };
+        if !user.enabled {
+            self.audit_login_failure(&req, Some(&user), "account disabled")
+                .await;
+            return Err(ServiceError::AccountDisabled);
+        }
+
+        let policy = &self.inner.config.session;
+        let idle_timeout = req
+            .requested_idle_timeout
+            .filter(|d| !d.is_zero())
+            .map_or(policy.idle_timeout, |d| d.min(policy.max_idle_timeout));
+        let now = self.now();
+        let token = SessionToken::generate()?;
+        let new = NewSession {
+            id: SessionId::generate(),
+            token_hash: token.hash(),
+            user_id: user.id,
+            user_name: user.name.clone(),
+            client: req.client,
+            console_type: req.console_type,
+            dialect: req.dialect,
+            created_at: now,
+            idle_timeout,
+            expires_at: now.plus(policy.absolute_lifetime),
+        };
+        let created = self
+            .store()
+            .create_session(new, self.inner.config.session_limit)
+            .await?;
+        for s in &created.evicted {
+            self.audit_session_end(s, AuditKind::SessionEvicted, None, "")
+                .await;
+        }
+        let session = created.session;
+        self.audit(NewAuditEvent {
+            actor: Some(user_ref(&user)),
+            subject: Some(user_ref(&user)),
+            session_id: Some(session.id),
+            source: session.client.host.clone(),
+            dialect: Some(session.dialect),
+            detail: format!("console={}", session.console_type.code()),
+            ..self.event(AuditKind::LoginSucceeded)
+        })
+        .await;
+        tracing::info!(user = %user.name, session = %session.id, dialect = session.dialect.key(), host = %session.client.host, "login");
+        Ok(LoginOutcome {
+            session,
+            token,
+            user,
+        })
+    }
+
+    async fn audit_login_failure(&self, req: &LoginRequest, user: Option<&User>, why: &str) {
+        tracing::info!(user = %req.username, host = %req.client.host, reason = why, "login failed");
+        self.audit(NewAuditEvent {
+            subject: Some(match user {
+                Some(u) => user_ref(u),
+                None => UserRef {
+                    id: crate::domain::UserId(0),
+                    name: req.username.chars().take(128).collect(),
+                },
+            }),
+            source: req.client.host.clone(),
+            dialect: Some(req.dialect),
+            detail: why.to_string(),
+            ..self.event(AuditKind::LoginFailed)
+        })
+        .await;
+    }
+
+    /// The hot path: resolves a token (as the client sent it) to a live session and
+    /// touches it. Expired sessions are recorded as ended and refused.
+    pub async fn authenticate(&self, token: &str) -> ServiceResult<Caller> {
+        let token = SessionToken::parse(token).ok_or(ServiceError::Unauthenticated)?;
+        let mut session = self
+            .store()
+            .find_session_by_token(&token.hash())
+            .await?
+            .ok_or(ServiceError::Unauthenticated)?;
+        if let Some(t) = self.inner.touches.pending(session.id) {
+            session.last_accessed_at = session.last_accessed_at.max(t);
+        }
+        let now = self.now();
+        match session.state_at(now) {
+            SessionState::Live => {}
+            SessionState::Ended(end) => {
+                if session.end.is_none() {
+                    // Expired since its last use: record it now rather than at the next sweep.
+                    if let Some(ended) = self.store().end_session(session.id, end).await? {
+                        self.audit_session_end(&ended, AuditKind::SessionExpired, None, "")
+                            .await;
+                    }
+                }
+                return Err(ServiceError::Unauthenticated);
+            }
+        }
+        self.inner.touches.record(session.id, now);
+        session.last_accessed_at = now;
+        Ok(Caller { session })
+    }
+
+    /// Ends the caller's own session.
+    pub async fn logout(&self, caller: &Caller, origin: &Origin) -> ServiceResult<()> {
+        let end = SessionEnd {
+            at: self.now(),
+            reason: EndReason::Logout,
+        };
+        self.inner.touches.forget(caller.session.id);
+        match self.store().end_session(caller.session.id, end).await? {
+            Some(ended) => {
+                self.audit_session_end(
+                    &ended,
+                    AuditKind::Logout,
+                    Some(caller.user_ref()),
+                    &origin.source,
+                )
+                .await;
+                Ok(())
+            }
+            // Ended by someone else between authentication and now.
+            None => Err(ServiceError::Unauthenticated),
+        }
+    }
+
+    /// Replaces the secret of the live session `token` names; the old token stops
+    /// working. An ended or expired session cannot be renewed.
+    pub async fn renew(
+        &self,
+        token: &str,
+        origin: &Origin,
+    ) -> ServiceResult<(Caller, SessionToken)> {
+        let caller = self.authenticate(token).await?;
+        let old = SessionToken::parse(token)
+            .ok_or(ServiceError::Unauthenticated)?
+            .hash();
+        let fresh = SessionToken::generate()?;
+        if !self
+            .store()
+            .rotate_session_token(caller.session.id, &old, &fresh.hash())
+            .await?
+        {
+            return Err(ServiceError::Unauthenticated);
+        }
+        self.audit(NewAuditEvent {
+            actor: Some(caller.user_ref()),
+            subject: Some(caller.user_ref()),
+            session_id: Some(caller.session.id),
+            source: origin.source.clone(),
+            dialect: Some(origin.dialect),
+            ..self.event(AuditKind::TokenRenewed)
+        })
+        .await;
+        let mut caller = caller;
+        caller.session.token_hash = fresh.hash();
+        Ok((caller, fresh))
+    }
+
+    /// The user behind a caller (for dialects that render user details).
+    pub async fn caller_user(&self, caller: &Caller) -> ServiceResult<User> {
+        self.store()
+            .get_user(caller.user_id())
+            .await?
+            .ok_or(ServiceError::Unauthenticated)
+    }
+}
+
+pub(super) fn user_ref(u: &User) -> UserRef {
+    UserRef {
+        id: u.id,
+        name: u.name.clone(),
+    }
+}

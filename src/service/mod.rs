@@ -1,0 +1,352 @@
+//! All policy, once: authentication, authorization, expiry, revocation, users.
+//!
+//! The dialects in `api/` call these operations and render their results; they
+//! never reach the store. This layer never sees HTTP: "now" comes from the injected
+//! [`Clock`], the caller from a token the dialect extracted.
+
+mod auth;
+mod error;
+mod password;
+mod sessions;
+mod touch;
+mod users;
+
+pub use auth::{LoginOutcome, LoginRequest};
+pub use error::{ServiceError, ServiceResult};
+pub use password::{Argon2Config, MIN_PASSWORD_CHARS, Passwords};
+pub use sessions::{SessionListing, SessionView};
+pub use users::{BootstrapOutcome, UserChanges, UserInput, validate_user_name};
+
+use crate::clock::Clock;
+use crate::domain::{
+    AuditKind, Dialect, NewAuditEvent, Permission, Permissions, Session, Timestamp, User, UserId,
+    UserRef,
+};
+use crate::store::{SessionLimit, Store};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use touch::TouchBuffer;
+
+/// Session lifetimes and housekeeping. Every duration is written like `30m`, `24h`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionPolicy {
+    /// Idle timeout of a session whose client asks for none.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Upper bound for an idle timeout a client asks for (Commvault Login `timeout`).
+    #[serde(with = "humantime_serde")]
+    pub max_idle_timeout: Duration,
+    /// Absolute lifetime from login, however busy the session.
+    #[serde(with = "humantime_serde")]
+    pub absolute_lifetime: Duration,
+    /// How long ended sessions stay listed before they are purged.
+    #[serde(with = "humantime_serde")]
+    pub history_retention: Duration,
+    /// How often expired sessions are recorded as ended and old history purged.
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+    /// How often coalesced last-access updates are written (at most 1 s).
+    #[serde(with = "humantime_serde")]
+    pub touch_flush_interval: Duration,
+}
+
+impl Default for SessionPolicy {
+    fn default() -> Self {
+        SessionPolicy {
+            idle_timeout: Duration::from_secs(30 * 60),
+            max_idle_timeout: Duration::from_secs(12 * 3600),
+            absolute_lifetime: Duration::from_secs(24 * 3600),
+            history_retention: Duration::from_secs(30 * 24 * 3600),
+            sweep_interval: Duration::from_secs(30),
+            touch_flush_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// The bound on how stale a stored last-access time may be.
+pub const MAX_TOUCH_STALENESS: Duration = Duration::from_secs(1);
+
+impl SessionPolicy {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let positive = [
+            ("idle_timeout", self.idle_timeout),
+            ("max_idle_timeout", self.max_idle_timeout),
+            ("absolute_lifetime", self.absolute_lifetime),
+            ("sweep_interval", self.sweep_interval),
+            ("touch_flush_interval", self.touch_flush_interval),
+        ];
+        for (name, d) in positive {
+            anyhow::ensure!(!d.is_zero(), "session.{name} must be more than zero");
+        }
+        anyhow::ensure!(
+            self.idle_timeout <= self.max_idle_timeout,
+            "session.idle_timeout must not exceed session.max_idle_timeout"
+        );
+        anyhow::ensure!(
+            self.touch_flush_interval <= MAX_TOUCH_STALENESS,
+            "session.touch_flush_interval must be at most 1s"
+        );
+        Ok(())
+    }
+}
+
+/// Everything the service is configured with.
+#[derive(Clone, Debug, Default)]
+pub struct ServiceConfig {
+    pub session: SessionPolicy,
+    pub session_limit: SessionLimit,
+}
+
+/// An authenticated caller: the live session its token named.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub session: Session,
+}
+
+impl Caller {
+    pub fn user_id(&self) -> UserId {
+        self.session.user_id
+    }
+
+    pub fn user_ref(&self) -> UserRef {
+        UserRef {
+            id: self.session.user_id,
+            name: self.session.user_name.clone(),
+        }
+    }
+}
+
+/// Who performs an administrative operation.
+#[derive(Clone, Copy, Debug)]
+pub enum Actor<'a> {
+    /// The operator at the command line, with direct access to the store.
+    System,
+    /// A signed-in user, subject to their roles.
+    User(&'a Caller),
+}
+
+/// What a caller may do, loaded when an operation needs to decide.
+#[derive(Clone, Debug)]
+pub struct Access {
+    /// `None` for [`Actor::System`].
+    pub user: Option<User>,
+    pub permissions: Permissions,
+}
+
+impl Access {
+    pub fn has(&self, p: Permission) -> bool {
+        self.permissions.has(p)
+    }
+
+    pub fn require(&self, p: Permission) -> ServiceResult<()> {
+        if self.has(p) {
+            Ok(())
+        } else {
+            Err(ServiceError::Forbidden(p))
+        }
+    }
+
+    pub fn is(&self, id: UserId) -> bool {
+        self.user.as_ref().is_some_and(|u| u.id == id)
+    }
+}
+
+/// The service: cheap to clone, shared by every dialect.
+#[derive(Clone)]
+pub struct Service {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    config: ServiceConfig,
+    passwords: Passwords,
+    touches: TouchBuffer,
+}
+
+impl Service {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        config: ServiceConfig,
+        passwords: Passwords,
+    ) -> Self {
+        Service {
+            inner: Arc::new(Inner {
+                store,
+                clock,
+                config,
+                passwords,
+                touches: TouchBuffer::default(),
+            }),
+        }
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.inner.clock.now()
+    }
+
+    pub fn config(&self) -> &ServiceConfig {
+        &self.inner.config
+    }
+
+    fn store(&self) -> &dyn Store {
+        self.inner.store.as_ref()
+    }
+
+    /// Cheap readiness probe: can the store be reached?
+    pub async fn ready(&self) -> ServiceResult<()> {
+        Ok(self.store().ping().await?)
+    }
+
+    /// What `actor` may do.
+    pub async fn access(&self, actor: &Actor<'_>) -> ServiceResult<Access> {
+        match actor {
+            Actor::System => Ok(Access {
+                user: None,
+                permissions: Permissions::of(&Permission::ALL),
+            }),
+            Actor::User(caller) => {
+                let user = self
+                    .store()
+                    .get_user(caller.user_id())
+                    .await?
+                    .filter(|u| u.enabled)
+                    .ok_or(ServiceError::Unauthenticated)?;
+                Ok(Access {
+                    permissions: user.permissions(),
+                    user: Some(user),
+                })
+            }
+        }
+    }
+
+    /// Records an audit event. A failure is logged, not returned: the operation
+    /// it describes has already happened.
+    async fn audit(&self, event: NewAuditEvent) {
+        let kind = event.kind;
+        if let Err(e) = self.store().append_audit(event).await {
+            tracing::error!(kind = kind.key(), error = %e, "could not record audit event");
+        }
+    }
+
+    fn event(&self, kind: AuditKind) -> NewAuditEvent {
+        NewAuditEvent {
+            at: self.now(),
+            kind,
+            actor: None,
+            subject: None,
+            session_id: None,
+            source: String::new(),
+            dialect: None,
+            detail: String::new(),
+        }
+    }
+
+    /// Writes pending last-access updates. Runs every flush interval and at shutdown.
+    pub async fn flush_touches(&self) -> ServiceResult<()> {
+        let batch = self.inner.touches.take();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.store().touch_sessions(&batch).await {
+            self.inner.touches.restore(batch);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Records expired sessions as ended and purges history past its retention.
+    /// Safe to run on several instances at once. Returns how many sessions it ended.
+    pub async fn sweep(&self) -> ServiceResult<usize> {
+        const BATCH: usize = 500;
+        self.flush_touches().await?;
+        // Sessions touched on another instance may be up to one flush interval
+        // fresher than the store says: leave them that much grace.
+        let now = self.now().minus(MAX_TOUCH_STALENESS * 2);
+        let mut ended = 0;
+        loop {
+            let batch = self.store().end_expired_sessions(now, BATCH).await?;
+            ended += batch.len();
+            for s in &batch {
+                self.audit_session_end(s, AuditKind::SessionExpired, None, "")
+                    .await;
+            }
+            if batch.len() < BATCH {
+                break;
+            }
+        }
+        let horizon = self
+            .now()
+            .minus(self.inner.config.session.history_retention);
+        while self.store().purge_ended_sessions(horizon, BATCH).await? == BATCH as u64 {}
+        Ok(ended)
+    }
+
+    async fn audit_session_end(
+        &self,
+        s: &Session,
+        kind: AuditKind,
+        actor: Option<UserRef>,
+        source: &str,
+    ) {
+        let reason = s.end.map_or("", |e| e.reason.key());
+        self.audit(NewAuditEvent {
+            actor,
+            subject: Some(UserRef {
+                id: s.user_id,
+                name: s.user_name.clone(),
+            }),
+            session_id: Some(s.id),
+            source: source.to_string(),
+            dialect: Some(s.dialect),
+            detail: format!("reason={reason}"),
+            ..self.event(kind)
+        })
+        .await;
+    }
+
+    /// Runs the background work until `shutdown` fires, then flushes pending touches.
+    pub fn spawn_background(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let svc = self.clone();
+        tokio::spawn(async move {
+            let policy = svc.inner.config.session.clone();
+            let mut flush = tokio::time::interval(policy.touch_flush_interval);
+            let mut sweep = tokio::time::interval(policy.sweep_interval);
+            flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    _ = flush.tick() => {
+                        if let Err(e) = svc.flush_touches().await {
+                            tracing::warn!(error = %e, "could not write last-access times; will retry");
+                            e.log_if_internal();
+                        }
+                    }
+                    _ = sweep.tick() => {
+                        match svc.sweep().await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(ended = n, "recorded expired sessions"),
+                            Err(e) => { e.log_if_internal(); }
+                        }
+                    }
+                }
+            }
+            if let Err(e) = svc.flush_touches().await {
+                e.log_if_internal();
+            }
+        })
+    }
+}
+
+/// The dialect a request came through, and the address it came from.
+#[derive(Clone, Debug)]
+pub struct Origin {
+    pub dialect: Dialect,
+    pub source: String,
+}

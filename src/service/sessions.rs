@@ -1,0 +1,194 @@
+//! Listing and ending sessions, with authorization.
+//!
+//! A caller always sees and may end its own user's sessions; another user's need
+//! "Add, Delete and Modify a User".
+
+use super::{Actor, Caller, Origin, Service, ServiceError, ServiceResult};
+use crate::domain::{
+    AuditKind, EndReason, Permission, Session, SessionEnd, SessionId, SessionState, UserId,
+};
+use crate::store::{SessionCursor, SessionQuery, StateFilter};
+
+/// A session with its state at the time of the listing.
+#[derive(Clone, Debug)]
+pub struct SessionView {
+    pub session: Session,
+    pub state: SessionState,
+}
+
+/// One page of sessions, newest first.
+#[derive(Clone, Debug)]
+pub struct SessionListing {
+    pub sessions: Vec<SessionView>,
+    /// Where the next page starts, if there may be one.
+    pub next: Option<SessionCursor>,
+}
+
+/// Largest page a listing returns.
+pub const MAX_PAGE: usize = 1000;
+
+impl Service {
+    /// Sessions of `user` (or of everyone, with `None`), one page.
+    pub async fn list_sessions(
+        &self,
+        actor: &Actor<'_>,
+        user: Option<UserId>,
+        state: StateFilter,
+        host: Option<String>,
+        after: Option<SessionCursor>,
+        limit: usize,
+    ) -> ServiceResult<SessionListing> {
+        let access = self.access(actor).await?;
+        match user {
+            Some(u) if access.is(u) => {}
+            _ => access.require(Permission::UserManagement)?,
+        }
+        if let Some(u) = user {
+            if !access.is(u) && self.store().get_user(u).await?.is_none() {
+                return Err(ServiceError::NotFound("user"));
+            }
+        }
+        let limit = limit.clamp(1, MAX_PAGE);
+        let now = self.now();
+        let query = SessionQuery {
+            user,
+            state,
+            host,
+            now,
+            after,
+            limit,
+        };
+        let sessions = self.store().list_sessions(&query).await?;
+        let next = (sessions.len() == limit)
+            .then(|| sessions.last().map(SessionCursor::after))
+            .flatten();
+        Ok(SessionListing {
+            sessions: sessions.into_iter().map(|s| self.view(s, now)).collect(),
+            next,
+        })
+    }
+
+    /// Every session of `user` the listing bounds allow (Commvault's `GET Session`).
+    pub async fn user_sessions(
+        &self,
+        caller: &Caller,
+        user: UserId,
+        only_live: bool,
+    ) -> ServiceResult<Vec<SessionView>> {
+        let state = if only_live {
+            StateFilter::Live
+        } else {
+            StateFilter::Any
+        };
+        let listing = self
+            .list_sessions(
+                &Actor::User(caller),
+                Some(user),
+                state,
+                None,
+                None,
+                MAX_PAGE,
+            )
+            .await?;
+        Ok(listing.sessions)
+    }
+
+    /// One session by its public id.
+    pub async fn get_session(
+        &self,
+        actor: &Actor<'_>,
+        id: SessionId,
+    ) -> ServiceResult<SessionView> {
+        let access = self.access(actor).await?;
+        let session = self
+            .store()
+            .get_session(id)
+            .await?
+            .ok_or(ServiceError::NotFound("session"))?;
+        if !access.is(session.user_id) {
+            // Do not tell a caller without the permission whether the id exists.
+            access
+                .require(Permission::UserManagement)
+                .map_err(|_| ServiceError::NotFound("session"))?;
+        }
+        Ok(self.view(session, self.now()))
+    }
+
+    /// Ends the given sessions. All are checked before any is ended: an unknown id
+    /// or one the caller may not end changes nothing. Already ended ones are skipped.
+    pub async fn end_sessions(
+        &self,
+        actor: &Actor<'_>,
+        ids: &[SessionId],
+        origin: &Origin,
+    ) -> ServiceResult<usize> {
+        let access = self.access(actor).await?;
+        let mut targets = Vec::with_capacity(ids.len());
+        for id in ids {
+            let s = self
+                .store()
+                .get_session(*id)
+                .await?
+                .ok_or(ServiceError::NotFound("session"))?;
+            if !access.is(s.user_id) {
+                access.require(Permission::UserManagement)?;
+            }
+            targets.push(s.id);
+        }
+        let end = SessionEnd {
+            at: self.now(),
+            reason: EndReason::Revoked,
+        };
+        let actor_ref = access.user.as_ref().map(super::auth::user_ref);
+        let mut ended = 0;
+        for id in targets {
+            self.inner.touches.forget(id);
+            if let Some(s) = self.store().end_session(id, end).await? {
+                ended += 1;
+                let kind = match s.end.map(|e| e.reason) {
+                    Some(EndReason::Revoked) => AuditKind::SessionRevoked,
+                    _ => AuditKind::SessionExpired,
+                };
+                self.audit_session_end(&s, kind, actor_ref.clone(), &origin.source)
+                    .await;
+            }
+        }
+        Ok(ended)
+    }
+
+    /// Ends every live session of `user` (except `keep`), as a revocation by `actor`.
+    pub(super) async fn revoke_user_sessions(
+        &self,
+        user: UserId,
+        keep: Option<SessionId>,
+        actor: Option<crate::domain::UserRef>,
+        source: &str,
+    ) -> ServiceResult<usize> {
+        let end = SessionEnd {
+            at: self.now(),
+            reason: EndReason::Revoked,
+        };
+        let ended = self.store().end_user_sessions(user, end, keep).await?;
+        for s in &ended {
+            self.inner.touches.forget(s.id);
+            let kind = match s.end.map(|e| e.reason) {
+                Some(EndReason::Revoked) => AuditKind::SessionRevoked,
+                _ => AuditKind::SessionExpired,
+            };
+            self.audit_session_end(s, kind, actor.clone(), source).await;
+        }
+        Ok(ended.len())
+    }
+
+    fn view(&self, mut session: Session, now: crate::domain::Timestamp) -> SessionView {
+        if session.end.is_none() {
+            if let Some(t) = self.inner.touches.pending(session.id) {
+                session.last_accessed_at = session.last_accessed_at.max(t);
+            }
+        }
+        SessionView {
+            state: session.state_at(now),
+            session,
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! Persistence: one trait, one file per backend.
+//!
+//! Only this layer knows SQL or Redis commands. Every method keeps its meaning on
+//! every backend; `tests/it/conformance.rs` holds the one suite that checks it.
+//!
+//! Rules each backend follows:
+//! - Writes that callers rely on (users, session create/end/rotate, audit) are durable
+//!   when the method returns.
+//! - A session is found by the SHA-256 of its secret; the secret itself never arrives here.
+//! - Listing one user's sessions uses a per-user index, never a scan of all sessions.
+//! - Conditional updates (end only if live, rotate only if the old hash matches, sweep
+//!   only what is still live) make concurrent instances safe without locks held across calls.
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use crate::domain::{
+    AuditEvent, AuditKind, NewAuditEvent, NewSession, NewUser, Session, SessionEnd, SessionId,
+    Timestamp, TokenHash, User, UserId,
+};
+use async_trait::async_trait;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What can go wrong in a store, as the service needs to tell it apart.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique key is taken (e.g. a user name).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The record to change does not exist.
+    #[error("not found")]
+    NotFound,
+    /// The per-user session limit with the `deny` policy refused a new session.
+    #[error("session limit reached")]
+    LimitReached,
+    /// The backend failed (connection, I/O, corrupt data). Detail for the log only.
+    #[error("store backend failure: {0}")]
+    Backend(#[source] anyhow::Error),
+}
+
+impl StoreError {
+    pub fn backend(e: impl Into<anyhow::Error>) -> Self {
+        StoreError::Backend(e.into())
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// How many live sessions one user may hold, and what a login beyond that does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SessionLimit {
+    #[default]
+    Unlimited,
+    /// Refuse the new session ([`StoreError::LimitReached`]).
+    Deny(u32),
+    /// End the oldest live sessions (reason `Evicted`) to make room.
+    EvictOldest(u32),
+}
+
+/// Which sessions a listing wants, by state at `now`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum StateFilter {
+    #[default]
+    Any,
+    /// Not ended and not expired at `now`.
+    Live,
+    /// Ended, or expired at `now`.
+    Ended,
+}
+
+/// Position after which the next page starts; pages are newest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionCursor {
+    pub created_at: Timestamp,
+    pub id: SessionId,
+}
+
+impl SessionCursor {
+    pub fn after(s: &Session) -> Self {
+        SessionCursor {
+            created_at: s.created_at,
+            id: s.id,
+        }
+    }
+}
+
+/// A page of sessions: newest first (`created_at` desc, then id desc).
+#[derive(Clone, Debug)]
+pub struct SessionQuery {
+    pub user: Option<UserId>,
+    pub state: StateFilter,
+    /// Exact match on the client host.
+    pub host: Option<String>,
+    /// The instant the state filter is evaluated at.
+    pub now: Timestamp,
+    pub after: Option<SessionCursor>,
+    pub limit: usize,
+}
+
+/// A page of audit events: newest first (id desc).
+#[derive(Clone, Debug, Default)]
+pub struct AuditQuery {
+    /// Events whose actor or subject is this user.
+    pub user: Option<UserId>,
+    /// Any of these kinds; empty means all.
+    pub kinds: Vec<AuditKind>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+    /// Events with an id below this one.
+    pub before_id: Option<i64>,
+    pub limit: usize,
+}
+
+/// Result of creating a session.
+#[derive(Clone, Debug)]
+pub struct CreatedSession {
+    pub session: Session,
+    /// Sessions ended (reason `Evicted`) to respect [`SessionLimit::EvictOldest`].
+    pub evicted: Vec<Session>,
+}
+
+/// Login failures counted under one key (an account or a source address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FailureRecord {
+    /// Failures within the current window.
+    pub failures: u32,
+    pub window_start: Timestamp,
+    /// Set while the key is locked out.
+    pub locked_until: Option<Timestamp>,
+    /// How many times this key has been locked since its last success (grows the lockout).
+    pub lockouts: u32,
+}
+
+/// The store behind every dialect.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // ---- users ----
+
+    /// Creates a user; [`StoreError::Conflict`] if the name (case-insensitive) is taken.
+    async fn create_user(&self, user: NewUser) -> StoreResult<User>;
+    async fn get_user(&self, id: UserId) -> StoreResult<Option<User>>;
+    /// Case-insensitive.
+    async fn find_user_by_name(&self, name: &str) -> StoreResult<Option<User>>;
+    /// Users with an id above `after`, ascending, at most `limit`.
+    async fn list_users(&self, after: Option<UserId>, limit: usize) -> StoreResult<Vec<User>>;
+    /// Replaces every field but `id` and `created_at`. [`StoreError::NotFound`] if gone,
+    /// [`StoreError::Conflict`] if renamed onto a taken name.
+    async fn update_user(&self, user: &User) -> StoreResult<()>;
+    /// Deletes the user (its sessions stay, as history). `false` if there was none.
+    async fn delete_user(&self, id: UserId) -> StoreResult<bool>;
+    async fn count_users(&self) -> StoreResult<u64>;
+
+    // ---- sessions ----
+
+    /// Stores a new live session, assigning the next `browser_session_id` of its user,
+    /// and applies `limit` atomically with the insert.
+    async fn create_session(
+        &self,
+        session: NewSession,
+        limit: SessionLimit,
+    ) -> StoreResult<CreatedSession>;
+    async fn find_session_by_token(&self, hash: &TokenHash) -> StoreResult<Option<Session>>;
+    async fn get_session(&self, id: SessionId) -> StoreResult<Option<Session>>;
+    /// Raises `last_accessed_at` of live sessions to the given instants (never lowers it).
+    async fn touch_sessions(&self, touches: &[(SessionId, Timestamp)]) -> StoreResult<()>;
+    /// Ends the session if it is still live; returns it as ended, or `None` if it
+    /// was unknown or had already ended.
+    async fn end_session(&self, id: SessionId, end: SessionEnd) -> StoreResult<Option<Session>>;
+    /// Ends every live session of `user` except `except`; returns those it ended.
+    async fn end_user_sessions(
+        &self,
+        user: UserId,
+        end: SessionEnd,
+        except: Option<SessionId>,
+    ) -> StoreResult<Vec<Session>>;
+    /// Replaces the secret of a live session, only if `old` is still its hash.
+    async fn rotate_session_token(
+        &self,
+        id: SessionId,
+        old: &TokenHash,
+        new: &TokenHash,
+    ) -> StoreResult<bool>;
+    async fn list_sessions(&self, query: &SessionQuery) -> StoreResult<Vec<Session>>;
+    /// Records the end (idle or absolute, at the instant it happened) of up to `limit`
+    /// sessions that have expired by `now` but are still marked live; returns them.
+    /// Safe to run on several instances at once: each session is ended once.
+    async fn end_expired_sessions(&self, now: Timestamp, limit: usize)
+    -> StoreResult<Vec<Session>>;
+    /// Deletes up to `limit` sessions that ended before `before`; returns how many.
+    async fn purge_ended_sessions(&self, before: Timestamp, limit: usize) -> StoreResult<u64>;
+    /// Sessions live at `now`, of one user or of all.
+    async fn count_live_sessions(&self, user: Option<UserId>, now: Timestamp) -> StoreResult<u64>;
+
+    // ---- audit ----
+
+    async fn append_audit(&self, event: NewAuditEvent) -> StoreResult<()>;
+    async fn query_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>>;
+    /// Deletes events older than `before`; returns how many.
+    async fn purge_audit(&self, before: Timestamp) -> StoreResult<u64>;
+
+    // ---- login throttling ----
+
+    async fn login_failures(&self, key: &str) -> StoreResult<Option<FailureRecord>>;
+    /// Atomically counts one failure: a window older than `window` restarts at 1.
+    async fn record_login_failure(
+        &self,
+        key: &str,
+        now: Timestamp,
+        window: Duration,
+    ) -> StoreResult<FailureRecord>;
+    /// Locks the key until `until`, counts one more lockout and restarts the failure count.
+    async fn lock_login(&self, key: &str, until: Timestamp) -> StoreResult<()>;
+    /// Forgets the key (after a successful login).
+    async fn clear_login_failures(&self, key: &str) -> StoreResult<()>;
+
+    // ---- health ----
+
+    /// Cheap round trip to the backend.
+    async fn ping(&self) -> StoreResult<()>;
+}
+
+/// Opens the backend a URL names: `sqlite://PATH` (created and migrated if missing),
+/// `sqlite::memory:`, later `postgres://...` and `redis://...`.
+pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open(url).await?))
+    } else {
+        anyhow::bail!(
+            "unsupported store URL {:?}: expected sqlite://PATH",
+            redact_url(url)
+        )
+    }
+}
+
+/// A URL with any password replaced, fit for logs and error messages.
+pub fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((userinfo, host)) => {
+                let user = userinfo.split(':').next().unwrap_or("");
+                format!("{scheme}://{user}:***@{host}")
+            }
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_never_reach_logs() {
+        assert_eq!(
+            redact_url("postgres://u:secret@db/x"),
+            "postgres://u:***@db/x"
+        );
+        assert_eq!(redact_url("sqlite://a.db"), "sqlite://a.db");
+    }
+}

@@ -1,0 +1,754 @@
+//! The embedded default: one SQLite file in WAL mode, through sqlx.
+//!
+//! Writes go through a single connection (SQLite has one writer at a time; one
+//! connection in-process means transactions never fight over the write lock),
+//! with `synchronous = FULL` so a commit is on disk before the method returns.
+//! Reads use a small pool of read-only connections that see every committed write.
+
+use super::{
+    AuditQuery, CreatedSession, FailureRecord, SessionLimit, SessionQuery, StateFilter, Store,
+    StoreError, StoreResult,
+};
+use crate::domain::{
+    AuditEvent, AuditKind, ClientInfo, ConsoleType, Dialect, EndReason, NewAuditEvent, NewSession,
+    NewUser, PasswordHash, Session, SessionEnd, SessionId, Timestamp, TokenHash, User, UserId,
+    UserRef, duration_millis,
+};
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The SQLite backend.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+macro_rules! session_cols {
+    () => {
+        "id, token_hash, user_id, user_name, host, user_agent, device_id, description, \
+         console_type, dialect, browser_session_id, created_at, last_accessed_at, \
+         idle_timeout_ms, expires_at, ended_at, end_reason"
+    };
+}
+
+macro_rules! user_cols {
+    () => {
+        "id, name, guid, full_name, email, description, enabled, roles, password_hash, \
+         created_at, updated_at"
+    };
+}
+
+/// SQL for "the reason a session that reached its deadline ended".
+macro_rules! expiry_reason {
+    () => {
+        "CASE WHEN last_accessed_at + idle_timeout_ms < expires_at THEN 'idle' ELSE 'absolute' END"
+    };
+}
+
+/// Ending a live session: never later than its deadline, and if the deadline has
+/// already passed, the true reason (idle/absolute) instead of the one asked for.
+/// Binds: ?1 end time, ?2 requested reason.
+macro_rules! end_assignments {
+    () => {
+        concat!(
+            "ended_at = MIN(?1, deadline_at), end_reason = CASE WHEN deadline_at <= ?1 THEN ",
+            expiry_reason!(),
+            " ELSE ?2 END"
+        )
+    };
+}
+
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl SqliteStore {
+    /// Opens (creating and migrating if needed) the database a `sqlite:` URL names.
+    pub async fn open(url: &str) -> anyhow::Result<Self> {
+        let base = SqliteConnectOptions::from_str(url)?
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let memory = url.contains(":memory:") || url.contains("mode=memory");
+        let writer_opts = base
+            .clone()
+            .create_if_missing(true)
+            .journal_mode(if memory {
+                SqliteJournalMode::Memory
+            } else {
+                SqliteJournalMode::Wal
+            })
+            .synchronous(SqliteSynchronous::Full);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(writer_opts)
+            .await?;
+        sqlx::migrate!("migrations/sqlite").run(&writer).await?;
+        let reader = if memory {
+            // An in-memory database exists only inside its one connection.
+            writer.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(base.read_only(true))
+                .await?
+        };
+        Ok(SqliteStore { writer, reader })
+    }
+}
+
+fn backend(e: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = &e {
+        if db.is_unique_violation() {
+            return StoreError::Conflict(db.message().to_string());
+        }
+    }
+    StoreError::backend(e)
+}
+
+fn id_text(id: SessionId) -> String {
+    id.0.hyphenated().to_string()
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::backend(anyhow::anyhow!("corrupt row: {what}"))
+}
+
+fn session_from_row(row: &SqliteRow) -> StoreResult<Session> {
+    let id: String = row.try_get("id").map_err(backend)?;
+    let hash: Vec<u8> = row.try_get("token_hash").map_err(backend)?;
+    let dialect: String = row.try_get("dialect").map_err(backend)?;
+    let ended_at: Option<i64> = row.try_get("ended_at").map_err(backend)?;
+    let reason: Option<String> = row.try_get("end_reason").map_err(backend)?;
+    let idle_ms: i64 = row.try_get("idle_timeout_ms").map_err(backend)?;
+    let end = match (ended_at, reason) {
+        (Some(at), Some(r)) => Some(SessionEnd {
+            at: Timestamp::from_unix_millis(at),
+            reason: EndReason::from_key(&r).ok_or_else(|| corrupt("end_reason"))?,
+        }),
+        (None, _) => None,
+        (Some(_), None) => return Err(corrupt("ended_at without end_reason")),
+    };
+    Ok(Session {
+        id: SessionId::parse(&id).ok_or_else(|| corrupt("session id"))?,
+        token_hash: TokenHash::from_slice(&hash).ok_or_else(|| corrupt("token_hash"))?,
+        user_id: UserId(row.try_get("user_id").map_err(backend)?),
+        user_name: row.try_get("user_name").map_err(backend)?,
+        client: ClientInfo {
+            host: row.try_get("host").map_err(backend)?,
+            user_agent: row.try_get("user_agent").map_err(backend)?,
+            device_id: row.try_get("device_id").map_err(backend)?,
+            description: row.try_get("description").map_err(backend)?,
+        },
+        console_type: ConsoleType::from_code(row.try_get("console_type").map_err(backend)?),
+        dialect: Dialect::from_key(&dialect).ok_or_else(|| corrupt("dialect"))?,
+        browser_session_id: row.try_get("browser_session_id").map_err(backend)?,
+        created_at: Timestamp::from_unix_millis(row.try_get("created_at").map_err(backend)?),
+        last_accessed_at: Timestamp::from_unix_millis(
+            row.try_get("last_accessed_at").map_err(backend)?,
+        ),
+        idle_timeout: Duration::from_millis(u64::try_from(idle_ms).unwrap_or(0)),
+        expires_at: Timestamp::from_unix_millis(row.try_get("expires_at").map_err(backend)?),
+        end,
+    })
+}
+
+fn sessions_from_rows(rows: &[SqliteRow]) -> StoreResult<Vec<Session>> {
+    rows.iter().map(session_from_row).collect()
+}
+
+fn user_from_row(row: &SqliteRow) -> StoreResult<User> {
+    let roles: String = row.try_get("roles").map_err(backend)?;
+    Ok(User {
+        id: UserId(row.try_get("id").map_err(backend)?),
+        name: row.try_get("name").map_err(backend)?,
+        guid: row.try_get("guid").map_err(backend)?,
+        full_name: row.try_get("full_name").map_err(backend)?,
+        email: row.try_get("email").map_err(backend)?,
+        description: row.try_get("description").map_err(backend)?,
+        enabled: row.try_get("enabled").map_err(backend)?,
+        roles: split_roles(&roles),
+        password_hash: PasswordHash(row.try_get("password_hash").map_err(backend)?),
+        created_at: Timestamp::from_unix_millis(row.try_get("created_at").map_err(backend)?),
+        updated_at: Timestamp::from_unix_millis(row.try_get("updated_at").map_err(backend)?),
+    })
+}
+
+fn split_roles(s: &str) -> Vec<String> {
+    s.split(',')
+        .filter(|r| !r.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn audit_from_row(row: &SqliteRow) -> StoreResult<AuditEvent> {
+    let user_ref = |id: &str, name: &str| -> StoreResult<Option<UserRef>> {
+        let id: Option<i64> = row.try_get(id).map_err(backend)?;
+        let name: Option<String> = row.try_get(name).map_err(backend)?;
+        Ok(id.map(|id| UserRef {
+            id: UserId(id),
+            name: name.unwrap_or_default(),
+        }))
+    };
+    let kind: String = row.try_get("kind").map_err(backend)?;
+    let session: Option<String> = row.try_get("session_id").map_err(backend)?;
+    let dialect: Option<String> = row.try_get("dialect").map_err(backend)?;
+    Ok(AuditEvent {
+        id: row.try_get("id").map_err(backend)?,
+        event: NewAuditEvent {
+            at: Timestamp::from_unix_millis(row.try_get("at").map_err(backend)?),
+            kind: AuditKind::from_key(&kind).ok_or_else(|| corrupt("audit kind"))?,
+            actor: user_ref("actor_id", "actor_name")?,
+            subject: user_ref("subject_id", "subject_name")?,
+            session_id: session.as_deref().and_then(SessionId::parse),
+            source: row.try_get("source").map_err(backend)?,
+            dialect: dialect.as_deref().and_then(Dialect::from_key),
+            detail: row.try_get("detail").map_err(backend)?,
+        },
+    })
+}
+
+fn failure_from_row(row: &SqliteRow) -> StoreResult<FailureRecord> {
+    let failures: i64 = row.try_get("failures").map_err(backend)?;
+    let lockouts: i64 = row.try_get("lockouts").map_err(backend)?;
+    let locked: Option<i64> = row.try_get("locked_until").map_err(backend)?;
+    Ok(FailureRecord {
+        failures: u32::try_from(failures).unwrap_or(u32::MAX),
+        window_start: Timestamp::from_unix_millis(row.try_get("window_start").map_err(backend)?),
+        locked_until: locked.map(Timestamp::from_unix_millis),
+        lockouts: u32::try_from(lockouts).unwrap_or(u32::MAX),
+    })
+}
+
+fn limit_i64(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_user(&self, u: NewUser) -> StoreResult<User> {
+        let row = sqlx::query(concat!(
+            "INSERT INTO users (name, name_key, guid, full_name, email, description, enabled, \
+             roles, password_hash, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING ",
+            user_cols!()
+        ))
+        .bind(&u.name)
+        .bind(u.name.to_lowercase())
+        .bind(&u.guid)
+        .bind(&u.full_name)
+        .bind(&u.email)
+        .bind(&u.description)
+        .bind(u.enabled)
+        .bind(u.roles.join(","))
+        .bind(&u.password_hash.0)
+        .bind(u.created_at.unix_millis())
+        .bind(u.created_at.unix_millis())
+        .fetch_one(&self.writer)
+        .await
+        .map_err(backend)?;
+        user_from_row(&row)
+    }
+
+    async fn get_user(&self, id: UserId) -> StoreResult<Option<User>> {
+        let row = sqlx::query(concat!("SELECT ", user_cols!(), " FROM users WHERE id = ?"))
+            .bind(id.0)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn find_user_by_name(&self, name: &str) -> StoreResult<Option<User>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            user_cols!(),
+            " FROM users WHERE name_key = ?"
+        ))
+        .bind(name.to_lowercase())
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(backend)?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn list_users(&self, after: Option<UserId>, limit: usize) -> StoreResult<Vec<User>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            user_cols!(),
+            " FROM users WHERE id > ? ORDER BY id LIMIT ?"
+        ))
+        .bind(after.map_or(i64::MIN, |u| u.0))
+        .bind(limit_i64(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    async fn update_user(&self, u: &User) -> StoreResult<()> {
+        let done = sqlx::query(
+            "UPDATE users SET name = ?, name_key = ?, guid = ?, full_name = ?, email = ?, \
+             description = ?, enabled = ?, roles = ?, password_hash = ?, updated_at = ? \
+             WHERE id = ?",
+        )
+        .bind(&u.name)
+        .bind(u.name.to_lowercase())
+        .bind(&u.guid)
+        .bind(&u.full_name)
+        .bind(&u.email)
+        .bind(&u.description)
+        .bind(u.enabled)
+        .bind(u.roles.join(","))
+        .bind(&u.password_hash.0)
+        .bind(u.updated_at.unix_millis())
+        .bind(u.id.0)
+        .execute(&self.writer)
+        .await
+        .map_err(backend)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn delete_user(&self, id: UserId) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM users WHERE id = ?")
+            .bind(id.0)
+            .execute(&self.writer)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn count_users(&self) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.reader)
+            .await
+            .map_err(backend)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn create_session(
+        &self,
+        new: NewSession,
+        limit: SessionLimit,
+    ) -> StoreResult<CreatedSession> {
+        let now = new.created_at.unix_millis();
+        let mut tx = self.writer.begin().await.map_err(backend)?;
+        let mut evicted = Vec::new();
+        let max = match limit {
+            SessionLimit::Unlimited => None,
+            SessionLimit::Deny(n) | SessionLimit::EvictOldest(n) => Some(n as usize),
+        };
+        if let Some(max) = max {
+            let live: Vec<String> = sqlx::query_scalar(
+                "SELECT id FROM sessions WHERE user_id = ? AND ended_at IS NULL AND deadline_at > ? \
+                 ORDER BY created_at ASC, id ASC",
+            )
+            .bind(new.user_id.0)
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(backend)?;
+            if live.len() >= max {
+                if matches!(limit, SessionLimit::Deny(_)) || max == 0 {
+                    return Err(StoreError::LimitReached);
+                }
+                for id in &live[..=live.len() - max] {
+                    let row = sqlx::query(concat!(
+                        "UPDATE sessions SET ",
+                        end_assignments!(),
+                        " WHERE id = ?3 AND ended_at IS NULL RETURNING ",
+                        session_cols!()
+                    ))
+                    .bind(now)
+                    .bind(EndReason::Evicted.key())
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+                    if let Some(row) = row {
+                        evicted.push(session_from_row(&row)?);
+                    }
+                }
+            }
+        }
+        let bsid: Option<i64> = sqlx::query_scalar(
+            "UPDATE users SET next_browser_session_id = next_browser_session_id + 1 \
+             WHERE id = ? RETURNING next_browser_session_id - 1",
+        )
+        .bind(new.user_id.0)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let bsid = bsid.ok_or(StoreError::NotFound)?;
+        let idle_ms = duration_millis(new.idle_timeout);
+        let deadline = now
+            .saturating_add(idle_ms)
+            .min(new.expires_at.unix_millis());
+        sqlx::query(concat!(
+            "INSERT INTO sessions (",
+            session_cols!(),
+            ", deadline_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?)"
+        ))
+        .bind(id_text(new.id))
+        .bind(new.token_hash.as_bytes().as_slice())
+        .bind(new.user_id.0)
+        .bind(&new.user_name)
+        .bind(&new.client.host)
+        .bind(&new.client.user_agent)
+        .bind(&new.client.device_id)
+        .bind(&new.client.description)
+        .bind(new.console_type.code())
+        .bind(new.dialect.key())
+        .bind(bsid)
+        .bind(now)
+        .bind(now)
+        .bind(idle_ms)
+        .bind(new.expires_at.unix_millis())
+        .bind(deadline)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(CreatedSession {
+            session: new.into_session(bsid),
+            evicted,
+        })
+    }
+
+    async fn find_session_by_token(&self, hash: &TokenHash) -> StoreResult<Option<Session>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            session_cols!(),
+            " FROM sessions WHERE token_hash = ?"
+        ))
+        .bind(hash.as_bytes().as_slice())
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(backend)?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    async fn get_session(&self, id: SessionId) -> StoreResult<Option<Session>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            session_cols!(),
+            " FROM sessions WHERE id = ?"
+        ))
+        .bind(id_text(id))
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(backend)?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    async fn touch_sessions(&self, touches: &[(SessionId, Timestamp)]) -> StoreResult<()> {
+        if touches.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.writer.begin().await.map_err(backend)?;
+        for (id, at) in touches {
+            // Only raise, only while live, and never revive one already past its deadline.
+            sqlx::query(
+                "UPDATE sessions SET last_accessed_at = ?1, \
+                 deadline_at = MIN(?1 + idle_timeout_ms, expires_at) \
+                 WHERE id = ?2 AND ended_at IS NULL AND last_accessed_at < ?1 AND deadline_at > ?1",
+            )
+            .bind(at.unix_millis())
+            .bind(id_text(*id))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn end_session(&self, id: SessionId, end: SessionEnd) -> StoreResult<Option<Session>> {
+        let row = sqlx::query(concat!(
+            "UPDATE sessions SET ",
+            end_assignments!(),
+            " WHERE id = ?3 AND ended_at IS NULL RETURNING ",
+            session_cols!()
+        ))
+        .bind(end.at.unix_millis())
+        .bind(end.reason.key())
+        .bind(id_text(id))
+        .fetch_optional(&self.writer)
+        .await
+        .map_err(backend)?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    async fn end_user_sessions(
+        &self,
+        user: UserId,
+        end: SessionEnd,
+        except: Option<SessionId>,
+    ) -> StoreResult<Vec<Session>> {
+        let rows = sqlx::query(concat!(
+            "UPDATE sessions SET ",
+            end_assignments!(),
+            " WHERE user_id = ?3 AND ended_at IS NULL AND id IS NOT ?4 RETURNING ",
+            session_cols!()
+        ))
+        .bind(end.at.unix_millis())
+        .bind(end.reason.key())
+        .bind(user.0)
+        .bind(except.map(id_text))
+        .fetch_all(&self.writer)
+        .await
+        .map_err(backend)?;
+        sessions_from_rows(&rows)
+    }
+
+    async fn rotate_session_token(
+        &self,
+        id: SessionId,
+        old: &TokenHash,
+        new: &TokenHash,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE sessions SET token_hash = ? WHERE id = ? AND token_hash = ? AND ended_at IS NULL",
+        )
+        .bind(new.as_bytes().as_slice())
+        .bind(id_text(id))
+        .bind(old.as_bytes().as_slice())
+        .execute(&self.writer)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn list_sessions(&self, q: &SessionQuery) -> StoreResult<Vec<Session>> {
+        let mut qb = QueryBuilder::<Sqlite>::new(concat!(
+            "SELECT ",
+            session_cols!(),
+            " FROM sessions WHERE 1 = 1"
+        ));
+        if let Some(user) = q.user {
+            qb.push(" AND user_id = ").push_bind(user.0);
+        }
+        if let Some(host) = &q.host {
+            qb.push(" AND host = ").push_bind(host.clone());
+        }
+        let now = q.now.unix_millis();
+        match q.state {
+            StateFilter::Any => {}
+            StateFilter::Live => {
+                qb.push(" AND ended_at IS NULL AND deadline_at > ")
+                    .push_bind(now);
+            }
+            StateFilter::Ended => {
+                qb.push(" AND (ended_at IS NOT NULL OR deadline_at <= ")
+                    .push_bind(now)
+                    .push(")");
+            }
+        }
+        if let Some(c) = q.after {
+            let at = c.created_at.unix_millis();
+            qb.push(" AND (created_at < ")
+                .push_bind(at)
+                .push(" OR (created_at = ")
+                .push_bind(at)
+                .push(" AND id < ")
+                .push_bind(id_text(c.id))
+                .push("))");
+        }
+        qb.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_bind(limit_i64(q.limit));
+        let rows = qb.build().fetch_all(&self.reader).await.map_err(backend)?;
+        sessions_from_rows(&rows)
+    }
+
+    async fn end_expired_sessions(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> StoreResult<Vec<Session>> {
+        let rows = sqlx::query(concat!(
+            "UPDATE sessions SET ended_at = deadline_at, end_reason = ",
+            expiry_reason!(),
+            " WHERE id IN (SELECT id FROM sessions WHERE ended_at IS NULL AND deadline_at <= ? \
+             ORDER BY deadline_at LIMIT ?) RETURNING ",
+            session_cols!()
+        ))
+        .bind(now.unix_millis())
+        .bind(limit_i64(limit))
+        .fetch_all(&self.writer)
+        .await
+        .map_err(backend)?;
+        sessions_from_rows(&rows)
+    }
+
+    async fn purge_ended_sessions(&self, before: Timestamp, limit: usize) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions \
+             WHERE ended_at IS NOT NULL AND ended_at < ? LIMIT ?)",
+        )
+        .bind(before.unix_millis())
+        .bind(limit_i64(limit))
+        .execute(&self.writer)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn count_live_sessions(&self, user: Option<UserId>, now: Timestamp) -> StoreResult<u64> {
+        let n: i64 = match user {
+            Some(u) => sqlx::query_scalar(
+                "SELECT COUNT(*) FROM sessions WHERE user_id = ? AND ended_at IS NULL AND deadline_at > ?",
+            )
+            .bind(u.0)
+            .bind(now.unix_millis())
+            .fetch_one(&self.reader)
+            .await,
+            None => sqlx::query_scalar(
+                "SELECT COUNT(*) FROM sessions WHERE ended_at IS NULL AND deadline_at > ?",
+            )
+            .bind(now.unix_millis())
+            .fetch_one(&self.reader)
+            .await,
+        }
+        .map_err(backend)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn append_audit(&self, e: NewAuditEvent) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO audit_events (at, kind, actor_id, actor_name, subject_id, subject_name, \
+             session_id, source, dialect, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(e.at.unix_millis())
+        .bind(e.kind.key())
+        .bind(e.actor.as_ref().map(|u| u.id.0))
+        .bind(e.actor.as_ref().map(|u| u.name.as_str()))
+        .bind(e.subject.as_ref().map(|u| u.id.0))
+        .bind(e.subject.as_ref().map(|u| u.name.as_str()))
+        .bind(e.session_id.map(id_text))
+        .bind(&e.source)
+        .bind(e.dialect.map(Dialect::key))
+        .bind(&e.detail)
+        .execute(&self.writer)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn query_audit(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "SELECT id, at, kind, actor_id, actor_name, subject_id, subject_name, session_id, \
+             source, dialect, detail FROM audit_events WHERE 1 = 1",
+        );
+        if let Some(u) = q.user {
+            qb.push(" AND (actor_id = ")
+                .push_bind(u.0)
+                .push(" OR subject_id = ")
+                .push_bind(u.0)
+                .push(")");
+        }
+        if !q.kinds.is_empty() {
+            qb.push(" AND kind IN (");
+            let mut list = qb.separated(", ");
+            for k in &q.kinds {
+                list.push_bind(k.key());
+            }
+            qb.push(")");
+        }
+        if let Some(s) = q.since {
+            qb.push(" AND at >= ").push_bind(s.unix_millis());
+        }
+        if let Some(u) = q.until {
+            qb.push(" AND at < ").push_bind(u.unix_millis());
+        }
+        if let Some(b) = q.before_id {
+            qb.push(" AND id < ").push_bind(b);
+        }
+        qb.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(limit_i64(q.limit));
+        let rows = qb.build().fetch_all(&self.reader).await.map_err(backend)?;
+        rows.iter().map(audit_from_row).collect()
+    }
+
+    async fn purge_audit(&self, before: Timestamp) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM audit_events WHERE at < ?")
+            .bind(before.unix_millis())
+            .execute(&self.writer)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn login_failures(&self, key: &str) -> StoreResult<Option<FailureRecord>> {
+        let row = sqlx::query(
+            "SELECT failures, window_start, locked_until, lockouts FROM login_failures WHERE key = ?",
+        )
+        .bind(key)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(backend)?;
+        row.as_ref().map(failure_from_row).transpose()
+    }
+
+    async fn record_login_failure(
+        &self,
+        key: &str,
+        now: Timestamp,
+        window: Duration,
+    ) -> StoreResult<FailureRecord> {
+        let row = sqlx::query(
+            "INSERT INTO login_failures (key, failures, window_start, lockouts) VALUES (?1, 1, ?2, 0) \
+             ON CONFLICT (key) DO UPDATE SET \
+               failures = CASE WHEN window_start <= ?2 - ?3 THEN 1 ELSE failures + 1 END, \
+               window_start = CASE WHEN window_start <= ?2 - ?3 THEN ?2 ELSE window_start END \
+             RETURNING failures, window_start, locked_until, lockouts",
+        )
+        .bind(key)
+        .bind(now.unix_millis())
+        .bind(duration_millis(window))
+        .fetch_one(&self.writer)
+        .await
+        .map_err(backend)?;
+        failure_from_row(&row)
+    }
+
+    async fn lock_login(&self, key: &str, until: Timestamp) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO login_failures (key, failures, window_start, locked_until, lockouts) \
+             VALUES (?1, 0, ?2, ?2, 1) \
+             ON CONFLICT (key) DO UPDATE SET locked_until = ?2, lockouts = lockouts + 1, \
+               failures = 0, window_start = ?2",
+        )
+        .bind(key)
+        .bind(until.unix_millis())
+        .execute(&self.writer)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn clear_login_failures(&self, key: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM login_failures WHERE key = ?")
+            .bind(key)
+            .execute(&self.writer)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.reader)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+}
