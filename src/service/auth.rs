@@ -142,7 +142,7 @@ impl Service {
             SessionState::Ended(end) => {
                 if session.end.is_none() {
                     // Expired since its last use: record it now rather than at the next sweep.
-                    if let Some(ended) = self.store().end_session(session.id, end).await? {
+                    if let Some(ended) = self.end_one(session.id, end).await? {
                         self.audit_session_end(&ended, AuditKind::SessionExpired, None, "")
                             .await;
                     }
@@ -161,8 +161,7 @@ impl Service {
             at: self.now(),
             reason: EndReason::Logout,
         };
-        self.inner.touches.forget(caller.session.id);
-        match self.store().end_session(caller.session.id, end).await? {
+        match self.end_one(caller.session.id, end).await? {
             Some(ended) => {
                 self.audit_session_end(
                     &ended,

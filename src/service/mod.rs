@@ -260,6 +260,28 @@ impl Service {
         Ok(())
     }
 
+    /// Writes the pending touch of one session, so that the store decides its end
+    /// with its true last access.
+    async fn settle_touch(&self, id: crate::domain::SessionId) -> ServiceResult<()> {
+        if let Some(t) = self.inner.touches.take_one(id) {
+            if let Err(e) = self.store().touch_sessions(&[(id, t)]).await {
+                self.inner.touches.record(id, t);
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends one session after settling its pending touch.
+    async fn end_one(
+        &self,
+        id: crate::domain::SessionId,
+        end: crate::domain::SessionEnd,
+    ) -> ServiceResult<Option<Session>> {
+        self.settle_touch(id).await?;
+        Ok(self.store().end_session(id, end).await?)
+    }
+
     /// Records expired sessions as ended and purges history past its retention.
     /// Safe to run on several instances at once. Returns how many sessions it ended.
     pub async fn sweep(&self) -> ServiceResult<usize> {

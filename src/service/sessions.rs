@@ -142,8 +142,7 @@ impl Service {
         let actor_ref = access.user.as_ref().map(super::auth::user_ref);
         let mut ended = 0;
         for id in targets {
-            self.inner.touches.forget(id);
-            if let Some(s) = self.store().end_session(id, end).await? {
+            if let Some(s) = self.end_one(id, end).await? {
                 ended += 1;
                 let kind = match s.end.map(|e| e.reason) {
                     Some(EndReason::Revoked) => AuditKind::SessionRevoked,
@@ -168,9 +167,9 @@ impl Service {
             at: self.now(),
             reason: EndReason::Revoked,
         };
+        self.flush_touches().await?;
         let ended = self.store().end_user_sessions(user, end, keep).await?;
         for s in &ended {
-            self.inner.touches.forget(s.id);
             let kind = match s.end.map(|e| e.reason) {
                 Some(EndReason::Revoked) => AuditKind::SessionRevoked,
                 _ => AuditKind::SessionExpired,

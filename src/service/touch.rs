@@ -46,8 +46,9 @@ impl TouchBuffer {
         }
     }
 
-    pub fn forget(&self, id: SessionId) {
-        self.lock().remove(&id);
+    /// Removes and returns the pending touch of one session.
+    pub fn take_one(&self, id: SessionId) -> Option<Timestamp> {
+        self.lock().remove(&id)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Timestamp>> {

@@ -163,7 +163,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<CreatedSession>;
     async fn find_session_by_token(&self, hash: &TokenHash) -> StoreResult<Option<Session>>;
     async fn get_session(&self, id: SessionId) -> StoreResult<Option<Session>>;
-    /// Raises `last_accessed_at` of live sessions to the given instants (never lowers it).
+    /// Raises `last_accessed_at` of sessions recorded live to the given instants (never
+    /// lowers it, never past `expires_at`). The service records a touch only after it
+    /// found the session live with its own, fresher, pending touches, so a touch may
+    /// move an idle deadline the store alone would think passed.
     async fn touch_sessions(&self, touches: &[(SessionId, Timestamp)]) -> StoreResult<()>;
     /// Ends the session if it is still live; returns it as ended, or `None` if it
     /// was unknown or had already ended.

@@ -457,11 +457,11 @@ impl Store for SqliteStore {
         }
         let mut tx = self.writer.begin().await.map_err(backend)?;
         for (id, at) in touches {
-            // Only raise, only while live, and never revive one already past its deadline.
+            // Only raise, only while recorded live and within the absolute lifetime.
             sqlx::query(
                 "UPDATE sessions SET last_accessed_at = ?1, \
                  deadline_at = MIN(?1 + idle_timeout_ms, expires_at) \
-                 WHERE id = ?2 AND ended_at IS NULL AND last_accessed_at < ?1 AND deadline_at > ?1",
+                 WHERE id = ?2 AND ended_at IS NULL AND last_accessed_at < ?1 AND expires_at > ?1",
             )
             .bind(at.unix_millis())
             .bind(id_text(*id))

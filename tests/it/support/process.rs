@@ -1,0 +1,190 @@
+//! The `sessiond` binary as a user runs it: `serve` processes and CLI commands,
+//! and a Python virtual environment for the real-client tests.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_sessiond")
+}
+
+/// A running `sessiond serve`, killed on drop. Its log (stderr) is kept.
+pub struct ServeProcess {
+    child: Child,
+    pub port: u16,
+    pub log: Arc<Mutex<String>>,
+}
+
+impl ServeProcess {
+    /// Starts `sessiond serve --listen 127.0.0.1:0 --store STORE` with extra args and env,
+    /// and waits for it to log the port it bound.
+    pub fn start(store: &str, args: &[&str], env: &[(&str, &str)]) -> ServeProcess {
+        let mut cmd = Command::new(binary());
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--store", store])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env_remove("SESSIOND_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn sessiond serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let plain = strip_ansi(&line);
+                if let Some(port) = plain
+                    .split("listening on http://")
+                    .nth(1)
+                    .and_then(|rest| rest.rsplit(':').next())
+                    .and_then(|p| p.trim().parse::<u16>().ok())
+                {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(port);
+                    }
+                }
+                let mut l = sink.lock().unwrap();
+                l.push_str(&plain);
+                l.push('\n');
+            }
+        });
+        let port = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(p) => p,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("sessiond did not start:\n{}", log.lock().unwrap());
+            }
+        };
+        ServeProcess { child, port, log }
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sessiond did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Runs a CLI command, feeding `stdin`.
+pub fn cli(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(binary())
+        .args(args)
+        .env_remove("SESSIOND_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sessiond");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("wait")
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A Python with the real clients' packages, made once per build directory under
+/// `target/` (pinned in `tests/clients/requirements.txt`). A failure to build it
+/// fails the test: real-client tests never skip silently.
+pub fn python() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let requirements = root.join("tests/clients/requirements.txt");
+        let wanted = std::fs::read_to_string(&requirements).expect("requirements.txt");
+        let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pyvenv");
+        std::fs::create_dir_all(&venv).expect("venv dir");
+        // One builder at a time, across test processes too.
+        let lock = std::fs::File::create(venv.with_extension("lock")).expect("lock file");
+        lock.lock().expect("lock");
+        let python = venv.join("bin/python");
+        let stamp = venv.join("requirements.installed");
+        let current = std::fs::read_to_string(&stamp).unwrap_or_default();
+        if !python.exists() || current != wanted {
+            let host_python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+            run(Command::new(&host_python)
+                .args(["-m", "venv", "--clear"])
+                .arg(&venv));
+            run(Command::new(&python)
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "-r",
+                ])
+                .arg(&requirements));
+            std::fs::write(&stamp, &wanted).expect("stamp");
+        }
+        python
+    })
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
