@@ -263,11 +263,11 @@ impl Service {
     /// Writes the pending touch of one session, so that the store decides its end
     /// with its true last access.
     async fn settle_touch(&self, id: crate::domain::SessionId) -> ServiceResult<()> {
-        if let Some(t) = self.inner.touches.take_one(id) {
-            if let Err(e) = self.store().touch_sessions(&[(id, t)]).await {
-                self.inner.touches.record(id, t);
-                return Err(e.into());
-            }
+        if let Some(t) = self.inner.touches.take_one(id)
+            && let Err(e) = self.store().touch_sessions(&[(id, t)]).await
+        {
+            self.inner.touches.record(id, t);
+            return Err(e.into());
         }
         Ok(())
     }

@@ -43,10 +43,11 @@ impl Service {
             Some(u) if access.is(u) => {}
             _ => access.require(Permission::UserManagement)?,
         }
-        if let Some(u) = user {
-            if !access.is(u) && self.store().get_user(u).await?.is_none() {
-                return Err(ServiceError::NotFound("user"));
-            }
+        if let Some(u) = user
+            && !access.is(u)
+            && self.store().get_user(u).await?.is_none()
+        {
+            return Err(ServiceError::NotFound("user"));
         }
         let limit = limit.clamp(1, MAX_PAGE);
         let now = self.now();
@@ -180,10 +181,10 @@ impl Service {
     }
 
     fn view(&self, mut session: Session, now: crate::domain::Timestamp) -> SessionView {
-        if session.end.is_none() {
-            if let Some(t) = self.inner.touches.pending(session.id) {
-                session.last_accessed_at = session.last_accessed_at.max(t);
-            }
+        if session.end.is_none()
+            && let Some(t) = self.inner.touches.pending(session.id)
+        {
+            session.last_accessed_at = session.last_accessed_at.max(t);
         }
         SessionView {
             state: session.state_at(now),

@@ -252,10 +252,10 @@ impl Service {
             .get_user(id)
             .await?
             .ok_or(ServiceError::NotFound("user"))?;
-        if !access.is(id) {
-            if let Some(missing) = user.permissions().iter().find(|p| !access.has(*p)) {
-                return Err(ServiceError::Forbidden(missing));
-            }
+        if !access.is(id)
+            && let Some(missing) = user.permissions().iter().find(|p| !access.has(*p))
+        {
+            return Err(ServiceError::Forbidden(missing));
         }
         user.password_hash = self.inner.passwords.hash(password).await?;
         user.updated_at = self.now();

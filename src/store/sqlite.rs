@@ -105,10 +105,10 @@ impl SqliteStore {
 }
 
 fn backend(e: sqlx::Error) -> StoreError {
-    if let sqlx::Error::Database(db) = &e {
-        if db.is_unique_violation() {
-            return StoreError::Conflict(db.message().to_string());
-        }
+    if let sqlx::Error::Database(db) = &e
+        && db.is_unique_violation()
+    {
+        return StoreError::Conflict(db.message().to_string());
     }
     StoreError::backend(e)
 }

@@ -169,10 +169,10 @@ fn login_request(
     let fields = match wire::parse_body(fmt, headers, &bytes)? {
         Body::Json(mut map) => {
             // The older wrapped form: {"DM2ContentIndexing_CheckCredentialReq": {"@username": ...}}
-            if map.len() == 1 {
-                if let Some(serde_json::Value::Object(inner)) = map.remove(LOGIN_ROOT) {
-                    map = inner;
-                }
+            if map.len() == 1
+                && let Some(serde_json::Value::Object(inner)) = map.remove(LOGIN_ROOT)
+            {
+                map = inner;
             }
             Fields::from_json(map, LOGIN_FIELDS).map_err(bad)?
         }
@@ -437,10 +437,10 @@ fn logoff_ids(fmt: Format, headers: &HeaderMap, bytes: &[u8]) -> Result<Vec<Sess
                 .collect::<Result<_, _>>()?
         }
         Body::Json(mut map) => {
-            if map.len() == 1 {
-                if let Some(serde_json::Value::Object(inner)) = map.remove(LOGOFF_ROOT) {
-                    map = inner;
-                }
+            if map.len() == 1
+                && let Some(serde_json::Value::Object(inner)) = map.remove(LOGOFF_ROOT)
+            {
+                map = inner;
             }
             let fields = Fields::from_json(map, &["sessions"]).map_err(bad)?;
             let list = match fields.value("sessions") {

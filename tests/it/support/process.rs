@@ -48,10 +48,9 @@ impl ServeProcess {
                     .nth(1)
                     .and_then(|rest| rest.rsplit(':').next())
                     .and_then(|p| p.trim().parse::<u16>().ok())
+                    && let Some(tx) = tx.take()
                 {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(port);
-                    }
+                    let _ = tx.send(port);
                 }
                 let mut l = sink.lock().unwrap();
                 l.push_str(&plain);
