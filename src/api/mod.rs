@@ -4,6 +4,7 @@
 
 pub mod commvault;
 mod normalize;
+pub mod vsphere;
 
 use crate::domain::Dialect;
 use crate::service::{Origin, Service};
@@ -78,6 +79,7 @@ pub fn router(state: AppState) -> Router {
     let limit = state.http.max_body_bytes;
     Router::new()
         .merge(commvault::routes())
+        .merge(vsphere::routes())
         .nest("/commandcenter/api", commvault::prefixed_routes())
         .nest("/webconsole/api", commvault::prefixed_routes())
         .fallback(not_found)

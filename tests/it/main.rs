@@ -9,3 +9,4 @@ mod commvault;
 mod conformance;
 mod real_clients;
 mod support;
+mod vsphere;

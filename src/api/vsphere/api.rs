@@ -1,0 +1,78 @@
+//! The vSphere 7+ REST form: `/api/session`.
+//!
+//! - `POST` with `Authorization: Basic` creates a session: 201 with the id as a bare
+//!   JSON string (no cookie: these clients send the `vmware-api-session-id` header).
+//! - `GET` answers `{"user","created_time","last_accessed_time"}` and updates the
+//!   last access.
+//! - `DELETE` ends the session: 204.
+//!
+//! Errors are unwrapped: `{"error_type":"UNAUTHENTICATED","messages":[...]}`.
+
+use super::error::{RestError, VsError};
+use super::{authenticate, basic_credentials, body_bytes, login, session_id_header, session_info};
+use crate::api::{AppState, ClientAddr};
+use crate::domain::{ConsoleType, Dialect};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+
+/// `POST /api/session`.
+pub async fn create(
+    State(st): State<AppState>,
+    addr: ClientAddr,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, RestError> {
+    async {
+        body_bytes(body)?;
+        let creds = basic_credentials(&headers)?;
+        let out = login(&st, creds, ConsoleType::VsphereApi, &headers, addr).await?;
+        Ok((StatusCode::CREATED, Json(out.token.to_hex())).into_response())
+    }
+    .await
+    .map_err(VsError::api)
+}
+
+/// `GET /api/session`.
+pub async fn get(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, RestError> {
+    async {
+        body_bytes(body)?;
+        let caller = authenticate(&st, session_id_header(&headers)?).await?;
+        let info = session_info(&caller.session, &st.dialects.vsphere_domain);
+        Ok(Json(info).into_response())
+    }
+    .await
+    .map_err(VsError::api)
+}
+
+/// `DELETE /api/session`.
+pub async fn delete(
+    State(st): State<AppState>,
+    addr: ClientAddr,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, RestError> {
+    async {
+        body_bytes(body)?;
+        let caller = authenticate(&st, session_id_header(&headers)?).await?;
+        st.service
+            .logout(&caller, &addr.origin(Dialect::Vsphere))
+            .await?;
+        Ok(StatusCode::NO_CONTENT.into_response())
+    }
+    .await
+    .map_err(VsError::api)
+}
+
+/// Any other path or method under `/api` (and methods other than `POST` on `/api`).
+pub async fn no_operation(method: Method, uri: Uri) -> RestError {
+    let path: String = uri.path().chars().take(200).collect();
+    VsError::NoOperation(format!("{method} {path}")).api()
+}

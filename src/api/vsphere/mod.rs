@@ -1,0 +1,250 @@
+//! The VMware vSphere Automation dialect: the CIS session service in the three
+//! forms clients use, over the same service and store as every other dialect.
+//!
+//! - `rest.rs`: legacy REST, `/rest/com/vmware/cis/session` (console type 101).
+//! - `api.rs`: the vSphere 7+ REST form, `/api/session` (console type 102).
+//! - `jsonrpc.rs`: vAPI JSON-RPC 2.0 on `POST /api` (console type 103), the
+//!   transport of VMware's own Python SDK.
+//! - `error.rs`: the one error table and its three renderings.
+//!
+//! The session id is the same 64-hex-digit secret Commvault clients see as
+//! `QSDK <hex>`, so a session opened in one dialect works in the others.
+//! The `user` is rendered `name@domain` with the configured `vsphere_domain`.
+//!
+//! User names in credentials (the domain rule): `name`, `name@<domain>` and
+//! `<domain>\name` name the local user `name` when `<domain>` is the configured
+//! `vsphere_domain` (compared case-insensitively). A name with any other domain is
+//! passed on as it is; since local user names cannot contain `@` or `\`, it names
+//! nobody and fails exactly like a wrong password (same path, same timing, same
+//! audit event, `unauthenticated`).
+
+mod api;
+mod error;
+mod jsonrpc;
+mod rest;
+
+pub use error::{RestError, RestForm, VapiError, VsError};
+
+use super::{AppState, ClientAddr};
+use crate::domain::{ClientInfo, ConsoleType, Dialect, Session};
+use crate::service::{Caller, LoginOutcome, LoginRequest};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::routing::{any, post};
+use base64::Engine;
+use secrecy::SecretString;
+use serde_json::Value;
+
+/// The header (and, for legacy REST, the cookie) that carries the session id.
+pub const SESSION_ID_HEADER: &str = "vmware-api-session-id";
+
+/// Routes of the dialect. Anything else under `/rest` or `/api` is the dialect's
+/// `operation_not_found`, in that form's shape.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            rest::SESSION_PATH,
+            post(rest::create_or_action)
+                .delete(rest::delete)
+                .fallback(rest::no_operation),
+        )
+        .route("/rest", any(rest::no_operation))
+        .route("/rest/{*path}", any(rest::no_operation))
+        .route("/api", post(jsonrpc::invoke).fallback(api::no_operation))
+        .route(
+            "/api/session",
+            post(api::create)
+                .get(api::get)
+                .delete(api::delete)
+                .fallback(api::no_operation),
+        )
+        .route("/api/{*path}", any(api::no_operation))
+}
+
+/// A user name and password from a vSphere client.
+struct Credentials {
+    username: String,
+    password: SecretString,
+}
+
+/// The credentials of an `Authorization: Basic` header. No header, or another
+/// scheme, is `NoCredentials` (401); a malformed Basic value is a 400.
+fn basic_credentials(headers: &HeaderMap) -> Result<Credentials, VsError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(VsError::NoCredentials);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| VsError::bad_request("the Authorization header is not text"))?
+        .trim();
+    let (scheme, encoded) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(VsError::NoCredentials);
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| VsError::bad_request("the Basic credentials are not valid base64"))?;
+    let decoded = String::from_utf8(decoded)
+        .map_err(|_| VsError::bad_request("the Basic credentials are not UTF-8"))?;
+    let (user, password) = decoded
+        .split_once(':')
+        .ok_or_else(|| VsError::bad_request("the Basic credentials must be user:password"))?;
+    if user.trim().is_empty() {
+        return Err(VsError::bad_request("the Basic credentials name no user"));
+    }
+    Ok(Credentials {
+        username: user.to_string(),
+        password: SecretString::from(password.to_string()),
+    })
+}
+
+/// The local user name for a name a vSphere client sent (see the module docs).
+fn local_user_name(name: &str, domain: &str) -> String {
+    let name = name.trim();
+    if let Some((user, d)) = name.rsplit_once('@')
+        && d.eq_ignore_ascii_case(domain)
+    {
+        return user.to_string();
+    }
+    if let Some((d, user)) = name.split_once('\\')
+        && d.eq_ignore_ascii_case(domain)
+    {
+        return user.to_string();
+    }
+    name.to_string()
+}
+
+/// Opens a session for `creds` through `console`.
+async fn login(
+    st: &AppState,
+    creds: Credentials,
+    console: ConsoleType,
+    headers: &HeaderMap,
+    addr: ClientAddr,
+) -> Result<LoginOutcome, VsError> {
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .chars()
+        .take(256)
+        .collect();
+    let req = LoginRequest {
+        username: local_user_name(&creds.username, &st.dialects.vsphere_domain),
+        password: creds.password,
+        client: ClientInfo {
+            host: addr.0,
+            user_agent,
+            device_id: String::new(),
+            description: String::new(),
+        },
+        console_type: console,
+        dialect: Dialect::Vsphere,
+        requested_idle_timeout: None,
+    };
+    Ok(st.service.login(req).await?)
+}
+
+/// The caller a session id names; no id at all is `NoCredentials`.
+async fn authenticate(st: &AppState, session_id: Option<&str>) -> Result<Caller, VsError> {
+    let id = session_id.ok_or(VsError::NoCredentials)?;
+    Ok(st.service.authenticate(id.trim()).await?)
+}
+
+/// The `vmware-api-session-id` header, if sent.
+fn session_id_header(headers: &HeaderMap) -> Result<Option<&str>, VsError> {
+    headers
+        .get(SESSION_ID_HEADER)
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| VsError::bad_request("the vmware-api-session-id header is not text"))
+        })
+        .transpose()
+}
+
+/// `cis session: get`'s `Info` as plain JSON.
+fn session_info(session: &Session, domain: &str) -> serde_json::Map<String, Value> {
+    let mut info = serde_json::Map::new();
+    info.insert(
+        "user".into(),
+        Value::String(format!("{}@{}", session.user_name, domain)),
+    );
+    info.insert(
+        "created_time".into(),
+        Value::String(session.created_at.to_string()),
+    );
+    info.insert(
+        "last_accessed_time".into(),
+        Value::String(session.last_accessed_at.to_string()),
+    );
+    info
+}
+
+/// The request body, within the size limit.
+fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, VsError> {
+    body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            VsError::TooLarge
+        } else {
+            VsError::bad_request("could not read the request body")
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic(raw: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, raw.parse().unwrap());
+        h
+    }
+
+    fn b64(s: &str) -> String {
+        base64::engine::general_purpose::STANDARD.encode(s)
+    }
+
+    #[test]
+    fn domain_rule() {
+        assert_eq!(local_user_name("admin", "local"), "admin");
+        assert_eq!(local_user_name("admin@local", "local"), "admin");
+        assert_eq!(local_user_name("admin@LOCAL", "local"), "admin");
+        assert_eq!(local_user_name("LOCAL\\admin", "local"), "admin");
+        assert_eq!(
+            local_user_name("admin@vsphere.local", "local"),
+            "admin@vsphere.local"
+        );
+        assert_eq!(local_user_name("corp\\admin", "local"), "corp\\admin");
+        assert_eq!(local_user_name("a@b@local", "local"), "a@b");
+    }
+
+    #[test]
+    fn basic_header_parsing() {
+        let c = basic_credentials(&basic(&format!("Basic {}", b64("admin@local:p:w")))).unwrap();
+        assert_eq!(c.username, "admin@local");
+        use secrecy::ExposeSecret;
+        assert_eq!(c.password.expose_secret(), "p:w");
+        assert!(matches!(
+            basic_credentials(&HeaderMap::new()),
+            Err(VsError::NoCredentials)
+        ));
+        assert!(matches!(
+            basic_credentials(&basic("Bearer abc")),
+            Err(VsError::NoCredentials)
+        ));
+        for bad in [
+            "Basic !!!".to_string(),
+            format!("Basic {}", b64("no-colon")),
+            format!("basic {}", b64(":nobody")),
+            "Basic /w==".to_string(),
+        ] {
+            assert!(
+                matches!(basic_credentials(&basic(&bad)), Err(VsError::BadRequest(_))),
+                "{bad}"
+            );
+        }
+    }
+}

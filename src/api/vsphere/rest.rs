@@ -1,0 +1,177 @@
+//! Legacy REST: `/rest/com/vmware/cis/session`.
+//!
+//! - `POST` with `Authorization: Basic` creates a session: 200 `{"value":"<id>"}` and
+//!   the cookie `vmware-api-session-id` (Path `/rest`, HttpOnly, SameSite=Strict),
+//!   unless the request sends `vmware-use-header-authn: true`.
+//! - `POST ?~action=get` answers `{"value":{"user","created_time","last_accessed_time"}}`
+//!   (and, like every authenticated call, updates the last access).
+//! - `DELETE` ends the session: 200 with an empty body (and an expired cookie when
+//!   the request came with the cookie).
+//!
+//! The session id is taken from the `vmware-api-session-id` header or, when the
+//! header is absent, from the cookie of that name. Request bodies are read only to
+//! enforce the size limit (these operations take no input).
+
+use super::error::{RestError, VsError};
+use super::{
+    SESSION_ID_HEADER, authenticate, basic_credentials, body_bytes, login, session_id_header,
+    session_info,
+};
+use crate::api::{AppState, ClientAddr};
+use crate::domain::{ConsoleType, Dialect};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
+use axum::response::{IntoResponse, Response};
+use cookie::Cookie;
+use serde_json::json;
+
+pub const SESSION_PATH: &str = "/rest/com/vmware/cis/session";
+
+/// `POST`: create, or the operation `~action` names.
+pub async fn create_or_action(
+    State(st): State<AppState>,
+    addr: ClientAddr,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, RestError> {
+    body_bytes(body).map_err(VsError::legacy)?;
+    match action(query).map_err(VsError::legacy)? {
+        None => create(&st, addr, &headers).await.map_err(VsError::legacy),
+        Some(Action::Get) => get(&st, &headers).await.map_err(VsError::legacy),
+    }
+}
+
+enum Action {
+    Get,
+}
+
+/// The `~action` query parameter; other parameters are ignored.
+fn action(
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Option<Action>, VsError> {
+    let Query(pairs) = query.map_err(|_| VsError::bad_request("the query string is malformed"))?;
+    let mut actions = pairs.iter().filter(|(k, _)| k == "~action");
+    let Some((_, first)) = actions.next() else {
+        return Ok(None);
+    };
+    if actions.next().is_some() {
+        return Err(VsError::bad_request("~action is given more than once"));
+    }
+    match first.as_str() {
+        "get" => Ok(Some(Action::Get)),
+        other => Err(VsError::bad_request(format!(
+            "unknown ~action {:?} (this resource has \"get\")",
+            other.chars().take(64).collect::<String>()
+        ))),
+    }
+}
+
+async fn create(st: &AppState, addr: ClientAddr, headers: &HeaderMap) -> Result<Response, VsError> {
+    let creds = basic_credentials(headers)?;
+    let out = login(st, creds, ConsoleType::VsphereRest, headers, addr).await?;
+    let id = out.token.to_hex();
+    let header_authn = headers
+        .get("vmware-use-header-authn")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    let mut resp = Json(json!({ "value": id })).into_response();
+    if !header_authn {
+        let cookie = Cookie::build((SESSION_ID_HEADER, id))
+            .path("/rest")
+            .http_only(true)
+            .same_site(cookie::SameSite::Strict)
+            .build();
+        set_cookie(&mut resp, &cookie);
+    }
+    Ok(resp)
+}
+
+async fn get(st: &AppState, headers: &HeaderMap) -> Result<Response, VsError> {
+    let id = session_id(headers)?;
+    let caller = authenticate(st, id.as_deref()).await?;
+    let info = session_info(&caller.session, &st.dialects.vsphere_domain);
+    Ok(Json(json!({ "value": info })).into_response())
+}
+
+/// `DELETE`: ends the session.
+pub async fn delete(
+    State(st): State<AppState>,
+    addr: ClientAddr,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, RestError> {
+    async {
+        body_bytes(body)?;
+        let id = session_id(&headers)?;
+        let caller = authenticate(&st, id.as_deref()).await?;
+        st.service
+            .logout(&caller, &addr.origin(Dialect::Vsphere))
+            .await?;
+        let mut resp = ().into_response();
+        if session_cookie(&headers).is_some() {
+            let expired = Cookie::build((SESSION_ID_HEADER, ""))
+                .path("/rest")
+                .http_only(true)
+                .same_site(cookie::SameSite::Strict)
+                .max_age(cookie::time::Duration::ZERO)
+                .build();
+            set_cookie(&mut resp, &expired);
+        }
+        Ok(resp)
+    }
+    .await
+    .map_err(VsError::legacy)
+}
+
+/// Any other path or method under `/rest`.
+pub async fn no_operation(method: Method, uri: Uri) -> RestError {
+    let path: String = uri.path().chars().take(200).collect();
+    VsError::NoOperation(format!("{method} {path}")).legacy()
+}
+
+/// The session id: the header, else the cookie.
+fn session_id(headers: &HeaderMap) -> Result<Option<String>, VsError> {
+    Ok(session_id_header(headers)?
+        .map(str::to_string)
+        .or_else(|| session_cookie(headers)))
+}
+
+fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == SESSION_ID_HEADER)
+        .map(|c| c.value().to_string())
+}
+
+fn set_cookie(resp: &mut Response, cookie: &Cookie<'_>) {
+    if let Ok(v) = HeaderValue::from_str(&cookie.to_string()) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cookie_is_found_among_others() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            "a=1; vmware-api-session-id=abc; b=2".parse().unwrap(),
+        );
+        assert_eq!(session_cookie(&h).as_deref(), Some("abc"));
+        assert_eq!(session_id(&h).unwrap().as_deref(), Some("abc"));
+        h.insert(SESSION_ID_HEADER, "from-header".parse().unwrap());
+        assert_eq!(session_id(&h).unwrap().as_deref(), Some("from-header"));
+        assert_eq!(session_cookie(&HeaderMap::new()), None);
+    }
+}
