@@ -234,8 +234,10 @@ impl Service {
         Ok(user)
     }
 
-    /// Sets a password: one's own, or anyone's with user management. Ends the
-    /// user's sessions, except the caller's own when they change their own password.
+    /// Sets a password: one's own, or anyone's with user management. A password
+    /// set by someone else (or at the command line) ends all of the user's
+    /// sessions; changing one's own keeps the session that made the change and ends
+    /// the others if `session.password_change_ends_other_sessions` says so.
     pub async fn set_password(
         &self,
         actor: &Actor<'_>,
@@ -268,12 +270,28 @@ impl Service {
             String::new(),
         )
         .await;
-        let keep = match actor {
-            Actor::User(c) if c.user_id() == id => Some(c.session.id),
-            _ => None,
-        };
-        self.revoke_user_sessions(user.id, keep, actor_ref(&access), &origin.source)
-            .await?;
+        match actor {
+            Actor::User(c) if c.user_id() == id => {
+                if self
+                    .inner
+                    .config
+                    .session
+                    .password_change_ends_other_sessions
+                {
+                    self.revoke_user_sessions(
+                        user.id,
+                        Some(c.session.id),
+                        actor_ref(&access),
+                        &origin.source,
+                    )
+                    .await?;
+                }
+            }
+            _ => {
+                self.revoke_user_sessions(user.id, None, actor_ref(&access), &origin.source)
+                    .await?;
+            }
+        }
         Ok(())
     }
 
