@@ -6,7 +6,8 @@
 //! user's sessions.
 
 use super::auth::user_ref;
-use super::{Access, Actor, Origin, Service, ServiceError, ServiceResult};
+use super::lockout::ThrottleKeys;
+use super::{Access, Actor, Caller, Origin, Service, ServiceError, ServiceResult};
 use crate::domain::{AuditKind, NewAuditEvent, NewUser, Permission, Role, User, UserId, UserRef};
 use secrecy::SecretString;
 
@@ -293,6 +294,40 @@ impl Service {
             }
         }
         Ok(())
+    }
+
+    /// Self-service: changes the caller's own password after checking the current
+    /// one. A wrong current password counts towards a lockout like a failed login.
+    pub async fn change_own_password(
+        &self,
+        caller: &Caller,
+        current: &SecretString,
+        new: &SecretString,
+        origin: &Origin,
+    ) -> ServiceResult<()> {
+        let actor = Actor::User(caller);
+        let user = self
+            .access(&actor)
+            .await?
+            .user
+            .ok_or(ServiceError::Unauthenticated)?;
+        let keys = ThrottleKeys::new(&user.name, &origin.source);
+        self.check_throttle(&keys).await?;
+        if !self
+            .inner
+            .passwords
+            .verify(current, Some(&user.password_hash))
+            .await?
+        {
+            let locked = self
+                .count_failure(&keys, &user_ref(&user), origin.dialect, &origin.source)
+                .await?;
+            return Err(match locked {
+                Some(retry_after) => ServiceError::AccountLocked { retry_after },
+                None => ServiceError::Invalid("the current password is not right".into()),
+            });
+        }
+        self.set_password(&actor, user.id, new, origin).await
     }
 
     pub async fn delete_user(
