@@ -7,5 +7,8 @@
 mod cli;
 mod commvault;
 mod conformance;
+mod lifecycle;
+mod native;
+mod rbac;
 mod real_clients;
 mod support;
