@@ -16,7 +16,6 @@ use serde_json::Value;
 use sessiond::service::Actor;
 use std::collections::BTreeSet;
 
-const NONE: usize = 0;
 const CALLERS: [(&str, Option<&str>); 5] = [
     ("no token", None),
     ("plain", Some("")),
@@ -374,7 +373,7 @@ async fn run(app: &TestApp, rows: &[Row], commvault: bool, n: &mut usize) -> Vec
 #[tokio::test]
 async fn every_endpoint_by_every_kind_of_caller() {
     let app = TestApp::spawn().await;
-    let mut n = NONE;
+    let mut n = 0;
     let mut failures = run(&app, &native_rows(), false, &mut n).await;
     failures.extend(run(&app, &commvault_rows(), true, &mut n).await);
     assert!(
