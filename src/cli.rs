@@ -1,4 +1,7 @@
-//! The `sessiond` command line: `serve`, and user administration straight on the store.
+//! The `sessiond` command line: `serve`, and user, session and audit administration
+//! straight on the store (`admin.rs` holds the session and audit commands).
+
+mod admin;
 
 use crate::clock::SystemClock;
 use crate::config::{Config, LogFormat, Overrides};
@@ -59,6 +62,22 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// List and end sessions.
+    Sessions {
+        #[command(subcommand)]
+        command: admin::SessionsCommand,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Show the audit trail, newest first.
+    Audit {
+        #[command(flatten)]
+        args: admin::AuditArgs,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Print the OpenAPI document of the native API (/v1).
+    Openapi,
 }
 
 #[derive(Subcommand, Debug)]
@@ -134,6 +153,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = load(&common, None)?;
             init_logging(&config, "warn");
             user_command(config, command).await
+        }
+        Command::Sessions { command, common } => {
+            let config = load(&common, None)?;
+            init_logging(&config, "warn");
+            let state = open_state(&config).await?;
+            let result = admin::sessions(&state.service, command).await;
+            state.service.flush_touches().await.ok();
+            result
+        }
+        Command::Audit { args, common } => {
+            let config = load(&common, None)?;
+            init_logging(&config, "warn");
+            let state = open_state(&config).await?;
+            admin::audit(&state.service, args).await
+        }
+        Command::Openapi => {
+            print!("{}", crate::api::native::openapi::document());
+            Ok(())
         }
     }
 }

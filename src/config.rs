@@ -4,7 +4,7 @@
 //! never silently falls back to a default.
 
 use crate::api::{DialectConfig, HttpConfig};
-use crate::service::{Argon2Config, SessionPolicy};
+use crate::service::{Argon2Config, AuditPolicy, LockoutPolicy, SessionPolicy};
 use crate::store::SessionLimit;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -24,6 +24,8 @@ pub struct Config {
     pub store: String,
     pub session: SessionPolicy,
     pub limits: LimitsConfig,
+    pub lockout: LockoutPolicy,
+    pub audit: AuditPolicy,
     pub password_hash: Argon2Config,
     pub http: HttpConfig,
     pub dialects: DialectConfig,
@@ -39,6 +41,8 @@ impl Default for Config {
             store: DEFAULT_STORE.into(),
             session: SessionPolicy::default(),
             limits: LimitsConfig::default(),
+            lockout: LockoutPolicy::default(),
+            audit: AuditPolicy::default(),
             password_hash: Argon2Config::default(),
             http: HttpConfig::default(),
             dialects: DialectConfig::default(),
@@ -136,6 +140,7 @@ impl Config {
             .extract()
             .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
         config.session.validate()?;
+        config.lockout.validate()?;
         anyhow::ensure!(
             config.http.max_body_bytes >= 1024,
             "http.max_body_bytes must be at least 1024"
@@ -193,6 +198,27 @@ mod tests {
         assert!(Config::load(Some(f.path()), &Overrides::default()).is_err());
         let missing = Path::new("/nonexistent/sessiond.toml");
         assert!(Config::load(Some(missing), &Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn lockout_audit_and_password_change_keys() {
+        let f = file(
+            "[lockout]\nwindow = \"5m\"\nmax_failures_per_account = 3\nmax_failures_per_address = 0\n\
+             base_lockout = \"30s\"\nmax_lockout = \"10m\"\n[audit]\nretention = \"7d\"\n\
+             [session]\npassword_change_ends_other_sessions = false\n",
+        );
+        let c = Config::load(Some(f.path()), &Overrides::default()).unwrap();
+        assert_eq!(c.lockout.window, Duration::from_secs(300));
+        assert_eq!(c.lockout.max_failures_per_account, 3);
+        assert_eq!(c.lockout.max_failures_per_address, 0);
+        assert_eq!(c.lockout.lockout_after(1), Duration::from_secs(60));
+        assert_eq!(c.audit.retention, Duration::from_secs(7 * 86400));
+        assert!(!c.session.password_change_ends_other_sessions);
+        let d = Config::load(None, &Overrides::default()).unwrap();
+        assert!(d.session.password_change_ends_other_sessions);
+        assert_eq!(d.lockout.max_failures_per_account, 5);
+        let bad = file("[lockout]\nbase_lockout = \"2h\"\nmax_lockout = \"1h\"\n");
+        assert!(Config::load(Some(bad.path()), &Overrides::default()).is_err());
     }
 
     #[test]

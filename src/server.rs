@@ -26,6 +26,8 @@ pub fn build(
         ServiceConfig {
             session: config.session.clone(),
             session_limit: config.limits.session_limit(),
+            lockout: config.lockout.clone(),
+            audit: config.audit.clone(),
         },
         passwords,
     );

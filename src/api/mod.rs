@@ -3,6 +3,7 @@
 //! Only this layer knows HTTP, XML and JSON.
 
 pub mod commvault;
+pub mod native;
 mod normalize;
 pub mod vsphere;
 
@@ -82,6 +83,7 @@ pub fn router(state: AppState) -> Router {
         .merge(vsphere::routes())
         .nest("/commandcenter/api", commvault::prefixed_routes())
         .nest("/webconsole/api", commvault::prefixed_routes())
+        .nest("/v1", native::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         .layer(tower_http::trace::TraceLayer::new_for_http())

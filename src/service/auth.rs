@@ -1,5 +1,6 @@
 //! Sign-in, session validation (the hot path), sign-out and token renewal.
 
+use super::lockout::ThrottleKeys;
 use super::{Caller, Origin, Service, ServiceError, ServiceResult};
 use crate::domain::{
     AuditKind, ClientInfo, ConsoleType, Dialect, EndReason, NewAuditEvent, NewSession, Session,
@@ -33,13 +34,26 @@ impl Service {
     /// Checks the credentials and opens a session.
     ///
     /// Unknown user and wrong password take the same path (a dummy hash is
-    /// verified for unknown users) and return the same error.
+    /// verified for unknown users), count alike towards a lockout (see
+    /// `lockout`) and return the same error. A locked account or address is
+    /// refused before any password is checked.
     pub async fn login(&self, req: LoginRequest) -> ServiceResult<LoginOutcome> {
         let name = req.username.trim();
         let user = if name.is_empty() {
             None
         } else {
             self.store().find_user_by_name(name).await?
+        };
+        let keys = ThrottleKeys::new(name, &req.client.host);
+        let throttle = match self.check_throttle(&keys).await {
+            Ok(t) => t,
+            Err(e) => {
+                if matches!(e, ServiceError::AccountLocked { .. }) {
+                    self.audit_login_failure(&req, user.as_ref(), "locked")
+                        .await;
+                }
+                return Err(e);
+            }
         };
         let ok = self
             .inner
@@ -49,9 +63,22 @@ impl Service {
         let user = match user {
             Some(u) if ok => u,
             found => {
+                let subject = found.as_ref().map_or_else(
+                    || UserRef {
+                        id: crate::domain::UserId(0),
+                        name: req.username.chars().take(128).collect(),
+                    },
+                    user_ref,
+                );
+                let locked = self
+                    .count_failure(&keys, &subject, req.dialect, &req.client.host)
+                    .await?;
                 self.audit_login_failure(&req, found.as_ref(), "invalid credentials")
                     .await;
-                return Err(ServiceError::InvalidCredentials);
+                return Err(match locked {
+                    Some(retry_after) => ServiceError::AccountLocked { retry_after },
+                    None => ServiceError::InvalidCredentials,
+                });
             }
         };
         if !user.enabled {
@@ -59,6 +86,7 @@ impl Service {
                 .await;
             return Err(ServiceError::AccountDisabled);
         }
+        self.clear_throttle(&keys, &throttle).await?;
 
         let policy = &self.inner.config.session;
         let idle_timeout = req

@@ -4,17 +4,21 @@
 //! never reach the store. This layer never sees HTTP: "now" comes from the injected
 //! [`Clock`], the caller from a token the dialect extracted.
 
+mod audit;
 mod auth;
 mod error;
+mod lockout;
 mod password;
 mod sessions;
 mod touch;
 mod users;
 
+pub use audit::{AuditFilter, AuditPage, AuditPolicy};
 pub use auth::{LoginOutcome, LoginRequest};
 pub use error::{ServiceError, ServiceResult};
+pub use lockout::LockoutPolicy;
 pub use password::{Argon2Config, MIN_PASSWORD_CHARS, Passwords};
-pub use sessions::{SessionListing, SessionView};
+pub use sessions::{MAX_PAGE, SessionListing, SessionView};
 pub use users::{BootstrapOutcome, UserChanges, UserInput, validate_user_name};
 
 use crate::clock::Clock;
@@ -51,6 +55,10 @@ pub struct SessionPolicy {
     /// How often coalesced last-access updates are written (at most 1 s).
     #[serde(with = "humantime_serde")]
     pub touch_flush_interval: Duration,
+    /// Whether changing one's own password also ends one's other sessions (the
+    /// session that made the change stays). A password set by someone else always
+    /// ends all of that user's sessions.
+    pub password_change_ends_other_sessions: bool,
 }
 
 impl Default for SessionPolicy {
@@ -62,6 +70,7 @@ impl Default for SessionPolicy {
             history_retention: Duration::from_secs(30 * 24 * 3600),
             sweep_interval: Duration::from_secs(30),
             touch_flush_interval: Duration::from_millis(500),
+            password_change_ends_other_sessions: true,
         }
     }
 }
@@ -98,6 +107,8 @@ impl SessionPolicy {
 pub struct ServiceConfig {
     pub session: SessionPolicy,
     pub session_limit: SessionLimit,
+    pub lockout: LockoutPolicy,
+    pub audit: AuditPolicy,
 }
 
 /// An authenticated caller: the live session its token named.
@@ -194,6 +205,11 @@ impl Service {
         &self.inner.config
     }
 
+    /// The password hasher (its counters tell how often it ran).
+    pub fn passwords(&self) -> &Passwords {
+        &self.inner.passwords
+    }
+
     fn store(&self) -> &dyn Store {
         self.inner.store.as_ref()
     }
@@ -282,8 +298,9 @@ impl Service {
         Ok(self.store().end_session(id, end).await?)
     }
 
-    /// Records expired sessions as ended and purges history past its retention.
-    /// Safe to run on several instances at once. Returns how many sessions it ended.
+    /// Records expired sessions as ended, and purges session history and audit
+    /// events past their retention. Safe to run on several instances at once.
+    /// Returns how many sessions it ended.
     pub async fn sweep(&self) -> ServiceResult<usize> {
         const BATCH: usize = 500;
         self.flush_touches().await?;
@@ -306,6 +323,7 @@ impl Service {
             .now()
             .minus(self.inner.config.session.history_retention);
         while self.store().purge_ended_sessions(horizon, BATCH).await? == BATCH as u64 {}
+        self.purge_old_audit().await?;
         Ok(ended)
     }
 

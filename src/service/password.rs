@@ -7,6 +7,7 @@ use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::{Algorithm, Argon2, Params, Version};
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::Semaphore;
 
 /// Argon2id cost parameters (OWASP's minimum by default: 19 MiB, 2 passes, 1 lane).
@@ -52,6 +53,8 @@ struct Inner {
     /// they cost the same time as known ones.
     dummy: String,
     permits: Semaphore,
+    /// How many verifications ran (known and unknown users alike).
+    verifications: AtomicU64,
 }
 
 impl Passwords {
@@ -72,6 +75,7 @@ impl Passwords {
                 argon,
                 dummy,
                 permits: Semaphore::new(cores),
+                verifications: AtomicU64::new(0),
             }),
         })
     }
@@ -100,6 +104,7 @@ impl Passwords {
         let pw = password.clone();
         let hash = hash.map(|h| h.0.clone());
         self.blocking(move |inner| {
+            inner.verifications.fetch_add(1, Ordering::Relaxed);
             let bytes = pw.expose_secret().as_bytes();
             match &hash {
                 Some(h) => inner.argon.verify_password(bytes, h.as_str()).is_ok(),
@@ -110,6 +115,11 @@ impl Passwords {
             }
         })
         .await
+    }
+
+    /// How many password verifications have run, against a real or the dummy hash.
+    pub fn verifications(&self) -> u64 {
+        self.inner.verifications.load(Ordering::Relaxed)
     }
 
     async fn blocking<T: Send + 'static>(
@@ -159,6 +169,11 @@ mod tests {
         assert!(p.verify(&secret("correct horse"), Some(&h)).await.unwrap());
         assert!(!p.verify(&secret("wrong horse!"), Some(&h)).await.unwrap());
         assert!(!p.verify(&secret("correct horse"), None).await.unwrap());
+        assert_eq!(
+            p.verifications(),
+            3,
+            "the dummy is verified like a real hash"
+        );
     }
 
     #[tokio::test]

@@ -156,6 +156,43 @@ impl Service {
         Ok(ended)
     }
 
+    /// Ends every live session of `user`: one's own, or anyone's with user management.
+    /// Returns how many it ended; an unknown user is "user not found".
+    pub async fn end_user_sessions(
+        &self,
+        actor: &Actor<'_>,
+        user: UserId,
+        origin: &Origin,
+    ) -> ServiceResult<usize> {
+        let access = self.access(actor).await?;
+        if !access.is(user) {
+            access.require(Permission::UserManagement)?;
+            if self.store().get_user(user).await?.is_none() {
+                return Err(ServiceError::NotFound("user"));
+            }
+        }
+        let actor_ref = access.user.as_ref().map(super::auth::user_ref);
+        self.revoke_user_sessions(user, None, actor_ref, &origin.source)
+            .await
+    }
+
+    /// Self-service: ends every live session of the caller's user except the
+    /// caller's own. Returns how many it ended.
+    pub async fn end_other_sessions(
+        &self,
+        caller: &Caller,
+        origin: &Origin,
+    ) -> ServiceResult<usize> {
+        self.access(&Actor::User(caller)).await?;
+        self.revoke_user_sessions(
+            caller.user_id(),
+            Some(caller.session.id),
+            Some(caller.user_ref()),
+            &origin.source,
+        )
+        .await
+    }
+
     /// Ends every live session of `user` (except `keep`), as a revocation by `actor`.
     pub(super) async fn revoke_user_sessions(
         &self,

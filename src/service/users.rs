@@ -6,7 +6,8 @@
 //! user's sessions.
 
 use super::auth::user_ref;
-use super::{Access, Actor, Origin, Service, ServiceError, ServiceResult};
+use super::lockout::ThrottleKeys;
+use super::{Access, Actor, Caller, Origin, Service, ServiceError, ServiceResult};
 use crate::domain::{AuditKind, NewAuditEvent, NewUser, Permission, Role, User, UserId, UserRef};
 use secrecy::SecretString;
 
@@ -234,8 +235,10 @@ impl Service {
         Ok(user)
     }
 
-    /// Sets a password: one's own, or anyone's with user management. Ends the
-    /// user's sessions, except the caller's own when they change their own password.
+    /// Sets a password: one's own, or anyone's with user management. A password
+    /// set by someone else (or at the command line) ends all of the user's
+    /// sessions; changing one's own keeps the session that made the change and ends
+    /// the others if `session.password_change_ends_other_sessions` says so.
     pub async fn set_password(
         &self,
         actor: &Actor<'_>,
@@ -268,13 +271,63 @@ impl Service {
             String::new(),
         )
         .await;
-        let keep = match actor {
-            Actor::User(c) if c.user_id() == id => Some(c.session.id),
-            _ => None,
-        };
-        self.revoke_user_sessions(user.id, keep, actor_ref(&access), &origin.source)
-            .await?;
+        match actor {
+            Actor::User(c) if c.user_id() == id => {
+                if self
+                    .inner
+                    .config
+                    .session
+                    .password_change_ends_other_sessions
+                {
+                    self.revoke_user_sessions(
+                        user.id,
+                        Some(c.session.id),
+                        actor_ref(&access),
+                        &origin.source,
+                    )
+                    .await?;
+                }
+            }
+            _ => {
+                self.revoke_user_sessions(user.id, None, actor_ref(&access), &origin.source)
+                    .await?;
+            }
+        }
         Ok(())
+    }
+
+    /// Self-service: changes the caller's own password after checking the current
+    /// one. A wrong current password counts towards a lockout like a failed login.
+    pub async fn change_own_password(
+        &self,
+        caller: &Caller,
+        current: &SecretString,
+        new: &SecretString,
+        origin: &Origin,
+    ) -> ServiceResult<()> {
+        let actor = Actor::User(caller);
+        let user = self
+            .access(&actor)
+            .await?
+            .user
+            .ok_or(ServiceError::Unauthenticated)?;
+        let keys = ThrottleKeys::new(&user.name, &origin.source);
+        self.check_throttle(&keys).await?;
+        if !self
+            .inner
+            .passwords
+            .verify(current, Some(&user.password_hash))
+            .await?
+        {
+            let locked = self
+                .count_failure(&keys, &user_ref(&user), origin.dialect, &origin.source)
+                .await?;
+            return Err(match locked {
+                Some(retry_after) => ServiceError::AccountLocked { retry_after },
+                None => ServiceError::Invalid("the current password is not right".into()),
+            });
+        }
+        self.set_password(&actor, user.id, new, origin).await
     }
 
     pub async fn delete_user(

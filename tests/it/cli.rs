@@ -209,3 +209,217 @@ fn config_file_env_and_flags_layer() {
     let list = text(&cli(&["user", "list", "--config", cfg.to_str().unwrap()], "").stdout);
     assert!(list.contains("admin"), "{list}");
 }
+
+/// Signs in through `/v1/login` of a running server; returns the token and session id.
+async fn v1_login(base: &str, user: &str, password: &str) -> (String, String) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/login"))
+        .json(&serde_json::json!({"username": user, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let v: serde_json::Value = r.json().await.unwrap();
+    (
+        v["token"].as_str().unwrap().to_string(),
+        v["session"]["id"].as_str().unwrap().to_string(),
+    )
+}
+
+async fn v1_status(base: &str, token: &str) -> u16 {
+    reqwest::Client::new()
+        .get(format!("{base}/v1/session"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn sessions_list_and_revoke_and_audit_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(&dir);
+    let server = ServeProcess::start(&store, &[], &[("SESSIOND_ADMIN_PASSWORD", "cli-admin-pw")]);
+    let base = server.base();
+    let added = cli(
+        &[
+            "user",
+            "add",
+            "alice",
+            "--password-stdin",
+            "--store",
+            &store,
+        ],
+        "alice-password\n",
+    );
+    assert!(added.status.success(), "{}", text(&added.stderr));
+    let (a1, s1) = v1_login(&base, "alice", "alice-password").await;
+    let (a2, _) = v1_login(&base, "alice", "alice-password").await;
+    let (admin, _) = v1_login(&base, "admin", "cli-admin-pw").await;
+    let failed = reqwest::Client::new()
+        .post(format!("{base}/v1/login"))
+        .json(&serde_json::json!({"username": "alice", "password": "not-her-password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(failed.status(), 401);
+
+    // Live sessions, as a table and as JSON.
+    let list = text(&cli(&["sessions", "list", "--store", &store], "").stdout);
+    let lines: Vec<&str> = list.lines().collect();
+    assert!(
+        lines[0].starts_with("ID") && lines[0].contains("USER") && lines[0].contains("STATE"),
+        "{list}"
+    );
+    assert_eq!(lines.len(), 4, "{list}");
+    assert!(lines[1..].iter().all(|l| l.contains(" live ")), "{list}");
+    assert!(list.contains("201 (native API)"), "{list}");
+    let mine = text(
+        &cli(
+            &["sessions", "list", "--user", "alice", "--store", &store],
+            "",
+        )
+        .stdout,
+    );
+    assert_eq!(mine.lines().count(), 3, "{mine}");
+    let json = cli(
+        &[
+            "sessions", "list", "--user", "alice", "--json", "--store", &store,
+        ],
+        "",
+    );
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 2);
+    assert_eq!(v[0]["user"]["name"], "alice");
+    assert_eq!(v[0]["console_type"]["code"], 201);
+
+    // Revoke one by id: it stops working on the next request.
+    let out = cli(&["sessions", "revoke", &s1, "--store", &store], "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), format!("ended session {s1}"));
+    assert_eq!(v1_status(&base, &a1).await, 401);
+    assert_eq!(v1_status(&base, &a2).await, 200);
+    let again = cli(
+        &["sessions", "revoke", &s1.to_lowercase(), "--store", &store],
+        "",
+    );
+    assert!(text(&again.stdout).contains("had already ended"));
+    // Revoke all of a user's.
+    let out = cli(
+        &["sessions", "revoke", "--user", "alice", "--store", &store],
+        "",
+    );
+    assert_eq!(text(&out.stdout).trim(), "ended 1 session(s) of alice");
+    assert_eq!(v1_status(&base, &a2).await, 401);
+    assert_eq!(v1_status(&base, &admin).await, 200);
+    let live = text(
+        &cli(
+            &["sessions", "list", "--user", "alice", "--store", &store],
+            "",
+        )
+        .stdout,
+    );
+    assert_eq!(live.lines().count(), 1, "header only: {live}");
+    let all = text(
+        &cli(
+            &[
+                "sessions", "list", "--user", "alice", "--all", "--store", &store,
+            ],
+            "",
+        )
+        .stdout,
+    );
+    assert_eq!(
+        all.lines().filter(|l| l.contains(" revoked ")).count(),
+        2,
+        "{all}"
+    );
+
+    // Bad input is an error with a message, and changes nothing.
+    for (args, needle) in [
+        (vec!["sessions", "revoke", "not-a-guid"], "not a session id"),
+        (
+            vec!["sessions", "revoke", "--user", "nobody"],
+            "no user named",
+        ),
+        (
+            vec!["sessions", "revoke", "00000000-0000-0000-0000-000000000000"],
+            "no session",
+        ),
+        (vec!["sessions", "revoke"], "required"),
+        (vec!["audit", "--kind", "login.maybe"], "unknown event kind"),
+        (vec!["audit", "--since", "last tuesday"], "RFC 3339"),
+    ] {
+        let mut args = args.clone();
+        args.extend(["--store", &store]);
+        let out = cli(&args, "");
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            text(&out.stderr).contains(needle),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+
+    // The audit trail: table, filters, JSON.
+    let audit = text(&cli(&["audit", "--user", "alice", "--store", &store], "").stdout);
+    let first = audit.lines().next().unwrap();
+    assert!(
+        first.starts_with("ID") && first.contains("KIND") && first.contains("DETAIL"),
+        "{audit}"
+    );
+    for kind in [
+        "user.created",
+        "login.succeeded",
+        "login.failed",
+        "session.revoked",
+    ] {
+        assert!(audit.contains(kind), "{kind} in {audit}");
+    }
+    assert!(!audit.contains("not-her-password"));
+    let failed = cli(
+        &[
+            "audit",
+            "--kind",
+            "login.failed",
+            "--since",
+            "1h",
+            "--json",
+            "--store",
+            &store,
+        ],
+        "",
+    );
+    let v: serde_json::Value = serde_json::from_slice(&failed.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v[0]["subject"]["name"], "alice");
+    assert_eq!(v[0]["detail"], "invalid credentials");
+    let future = text(
+        &cli(
+            &[
+                "audit",
+                "--since",
+                "2999-01-01T00:00:00Z",
+                "--store",
+                &store,
+            ],
+            "",
+        )
+        .stdout,
+    );
+    assert_eq!(future.lines().count(), 1, "header only: {future}");
+    let limited = text(&cli(&["audit", "--limit", "2", "--store", &store], "").stdout);
+    assert_eq!(limited.lines().count(), 3, "{limited}");
+    drop(server);
+}
+
+#[test]
+fn openapi_command_prints_the_committed_document() {
+    let out = cli(&["openapi"], "");
+    assert!(out.status.success());
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json")).unwrap();
+    assert_eq!(text(&out.stdout), committed);
+}

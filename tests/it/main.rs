@@ -7,6 +7,9 @@
 mod cli;
 mod commvault;
 mod conformance;
+mod lifecycle;
+mod native;
+mod rbac;
 mod real_clients;
 mod support;
 mod vsphere;

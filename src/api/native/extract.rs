@@ -1,0 +1,111 @@
+//! Extractors of the native API: the caller, JSON bodies and query strings, each
+//! rejecting in the native error shape.
+
+use super::error::NativeError;
+use crate::api::AppState;
+use crate::service::{Caller, ServiceError};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::http::StatusCode;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+/// The authenticated caller of a `/v1` request.
+///
+/// Credentials are looked for in [`credential`]'s sources, in order. Today that is
+/// `Authorization: Bearer <token>`; the admin web UI adds its session cookie there
+/// (and its CSRF check), and handlers stay as they are.
+pub struct NativeCaller(pub Caller);
+
+/// A credential a request presented, before it is checked.
+enum Credential<'a> {
+    Bearer(&'a str),
+}
+
+/// The request's credential, if it presents one. A malformed or foreign
+/// `Authorization` header is an authentication failure, not "no credential".
+fn credential(parts: &Parts) -> Result<Option<Credential<'_>>, NativeError> {
+    let Some(value) = parts.headers.get(AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| NativeError::Service(ServiceError::Unauthenticated))?
+        .trim();
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
+            Ok(Some(Credential::Bearer(token.trim())))
+        }
+        _ => Err(NativeError::Service(ServiceError::Unauthenticated)),
+    }
+}
+
+impl FromRequestParts<AppState> for NativeCaller {
+    type Rejection = NativeError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        match credential(parts)? {
+            Some(Credential::Bearer(token)) => {
+                Ok(NativeCaller(state.service.authenticate(token).await?))
+            }
+            None => Err(ServiceError::Unauthenticated.into()),
+        }
+    }
+}
+
+/// A JSON body (`Content-Type: application/json`); 400 or 413 in shape otherwise.
+pub struct NJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for NJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = NativeError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(NJson(v)),
+            Err(r) => Err(json_rejection(&r)),
+        }
+    }
+}
+
+fn json_rejection(r: &JsonRejection) -> NativeError {
+    match r {
+        _ if r.status() == StatusCode::PAYLOAD_TOO_LARGE => NativeError::TooLarge,
+        JsonRejection::MissingJsonContentType(_) => {
+            NativeError::bad_request("expected a JSON body (Content-Type: application/json)")
+        }
+        JsonRejection::JsonDataError(_) | JsonRejection::JsonSyntaxError(_) => {
+            NativeError::bad_request(format!("invalid JSON body: {}", r.body_text()))
+        }
+        _ => NativeError::bad_request("could not read the request body"),
+    }
+}
+
+/// Query parameters; unknown or malformed ones are 400 in shape.
+pub struct NQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for NQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = NativeError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(v)) => Ok(NQuery(v)),
+            Err(r) => Err(query_rejection(&r)),
+        }
+    }
+}
+
+fn query_rejection(r: &QueryRejection) -> NativeError {
+    NativeError::bad_request(format!("invalid query parameters: {}", r.body_text()))
+}
