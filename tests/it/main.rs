@@ -7,5 +7,6 @@
 mod cli;
 mod commvault;
 mod conformance;
+mod ops;
 mod real_clients;
 mod support;
