@@ -44,6 +44,12 @@ enum Command {
         /// Address to listen on, e.g. 127.0.0.1:8400 (port 0 picks a free port) [env: SESSIOND_LISTEN]
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// Serve HTTPS with this PEM certificate chain (needs --tls-key) [env: SESSIOND_TLS__CERT]
+        #[arg(long, value_name = "PEM")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key of --tls-cert [env: SESSIOND_TLS__KEY]
+        #[arg(long, value_name = "PEM")]
+        tls_key: Option<PathBuf>,
         /// Password for the `admin` user created on an empty store (generated and logged once if unset)
         #[arg(
             long = "admin-password-env-only",
@@ -142,20 +148,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve {
             listen,
+            tls_cert,
+            tls_key,
             admin_password,
             common,
         } => {
-            let config = load(&common, listen)?;
+            let flags = Overrides {
+                listen,
+                tls_cert,
+                tls_key,
+                ..Overrides::default()
+            };
+            let config = load(&common, flags)?;
             init_logging(&config, "info");
             serve(config, admin_password.map(SecretString::from)).await
         }
         Command::User { command, common } => {
-            let config = load(&common, None)?;
+            let config = load(&common, Overrides::default())?;
             init_logging(&config, "warn");
             user_command(config, command).await
         }
         Command::Sessions { command, common } => {
-            let config = load(&common, None)?;
+            let config = load(&common, Overrides::default())?;
             init_logging(&config, "warn");
             let state = open_state(&config).await?;
             let result = admin::sessions(&state.service, command).await;
@@ -163,7 +177,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             result
         }
         Command::Audit { args, common } => {
-            let config = load(&common, None)?;
+            let config = load(&common, Overrides::default())?;
             init_logging(&config, "warn");
             let state = open_state(&config).await?;
             admin::audit(&state.service, args).await
@@ -175,12 +189,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn load(common: &Common, listen: Option<SocketAddr>) -> anyhow::Result<Config> {
+fn load(common: &Common, flags: Overrides) -> anyhow::Result<Config> {
     Config::load(
         common.config.as_deref(),
         &Overrides {
-            listen,
             store: common.store.clone(),
+            ..flags
         },
     )
 }
@@ -210,6 +224,11 @@ async fn open_state(config: &Config) -> anyhow::Result<crate::api::AppState> {
 }
 
 async fn serve(config: Config, admin_password: Option<SecretString>) -> anyhow::Result<()> {
+    // Before the store: a bad certificate should fail fast and say so.
+    let tls = match config.tls.files()? {
+        Some((cert, key)) => Some(server::load_tls(cert, key)?),
+        None => None,
+    };
     let state = open_state(&config).await?;
     tracing::info!(store = %store::redact_url(&config.store), "store ready");
     match state.service.bootstrap_admin(admin_password).await {
@@ -228,8 +247,17 @@ async fn serve(config: Config, admin_password: Option<SecretString>) -> anyhow::
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!("listening on http://{addr}");
-    server::run(listener, state, server::shutdown_signal()).await
+    let shutdown = server::shutdown_signal();
+    match tls {
+        Some(tls) => {
+            tracing::info!("listening on https://{addr}");
+            server::run_tls(listener, state, tls, shutdown).await
+        }
+        None => {
+            tracing::info!("listening on http://{addr}");
+            server::run(listener, state, shutdown).await
+        }
+    }
 }
 
 fn describe(e: &ServiceError) -> String {

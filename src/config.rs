@@ -10,7 +10,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8400";
 pub const DEFAULT_STORE: &str = "sqlite://sessiond.db";
@@ -30,6 +30,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub dialects: DialectConfig,
     pub log: LogConfig,
+    pub tls: TlsConfig,
 }
 
 impl Default for Config {
@@ -47,6 +48,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             dialects: DialectConfig::default(),
             log: LogConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -105,11 +107,37 @@ pub enum LogFormat {
     Json,
 }
 
+/// HTTPS: both files, or neither for plain HTTP (`--tls-cert`, `--tls-key`,
+/// `SESSIOND_TLS__CERT`, `SESSIOND_TLS__KEY`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM file: the server certificate, then any intermediates.
+    pub cert: Option<PathBuf>,
+    /// PEM file: the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// The certificate and key files, `None` for plain HTTP; an error when only
+    /// one of them is given.
+    pub fn files(&self) -> anyhow::Result<Option<(&Path, &Path)>> {
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Ok(Some((cert, key))),
+            (None, None) => Ok(None),
+            (Some(_), None) => anyhow::bail!("tls.cert (--tls-cert) needs tls.key (--tls-key)"),
+            (None, Some(_)) => anyhow::bail!("tls.key (--tls-key) needs tls.cert (--tls-cert)"),
+        }
+    }
+}
+
 /// Values given as command-line flags.
 #[derive(Clone, Debug, Default)]
 pub struct Overrides {
     pub listen: Option<SocketAddr>,
     pub store: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Config {
@@ -136,6 +164,12 @@ impl Config {
         if let Some(store) = &overrides.store {
             fig = fig.merge(Serialized::default("store", store));
         }
+        if let Some(cert) = &overrides.tls_cert {
+            fig = fig.merge(Serialized::default("tls.cert", cert));
+        }
+        if let Some(key) = &overrides.tls_key {
+            fig = fig.merge(Serialized::default("tls.key", key));
+        }
         let config: Config = fig
             .extract()
             .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
@@ -145,6 +179,7 @@ impl Config {
             config.http.max_body_bytes >= 1024,
             "http.max_body_bytes must be at least 1024"
         );
+        config.tls.files()?;
         Ok(config)
     }
 }
@@ -180,7 +215,7 @@ mod tests {
             Some(f.path()),
             &Overrides {
                 listen: Some("127.0.0.1:9001".parse().unwrap()),
-                store: None,
+                ..Overrides::default()
             },
         )
         .unwrap();
@@ -219,6 +254,43 @@ mod tests {
         assert_eq!(d.lockout.max_failures_per_account, 5);
         let bad = file("[lockout]\nbase_lockout = \"2h\"\nmax_lockout = \"1h\"\n");
         assert!(Config::load(Some(bad.path()), &Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn operations_settings_from_file_env_and_flags() {
+        let c = Config::load(None, &Overrides::default()).unwrap();
+        assert!(c.http.metrics);
+        assert_eq!(c.http.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(c.tls, TlsConfig::default());
+        let f =
+            file("[http]\nmetrics = false\nshutdown_timeout = \"5s\"\n[tls]\ncert = \"c.pem\"\n");
+        let c = Config::load(
+            Some(f.path()),
+            &Overrides {
+                tls_key: Some("k.pem".into()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert!(!c.http.metrics);
+        assert_eq!(c.http.shutdown_timeout, Duration::from_secs(5));
+        assert_eq!(
+            c.tls.files().unwrap(),
+            Some((Path::new("c.pem"), Path::new("k.pem")))
+        );
+    }
+
+    #[test]
+    fn tls_needs_both_files() {
+        let only_cert = Overrides {
+            tls_cert: Some("c.pem".into()),
+            ..Overrides::default()
+        };
+        let e = Config::load(None, &only_cert).unwrap_err();
+        assert!(e.to_string().contains("needs tls.key"), "{e}");
+        let f = file("[tls]\nkey = \"k.pem\"\n");
+        let e = Config::load(Some(f.path()), &Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("needs tls.cert"), "{e}");
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! - [`store`]: the [`store::Store`] trait and one file per backend. Only it knows SQL.
 //! - [`domain`]: plain types shared by all layers.
 //! - [`clock`]: the injected clock; nothing else reads the system time.
+//! - [`telemetry`]: Prometheus metric names and the process-wide recorder.
 //! - [`config`], [`server`], [`cli`]: configuration, wiring and the binary's commands.
 //!
 //! See `ARCHITECTURE.md` for the invariants.
@@ -26,3 +27,4 @@ pub mod domain;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod telemetry;

@@ -5,6 +5,7 @@
 pub mod commvault;
 pub mod native;
 mod normalize;
+pub mod ops;
 pub mod vsphere;
 
 use crate::domain::Dialect;
@@ -15,10 +16,12 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use ipnet::IpNet;
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use normalize::NormalizedApp;
 
@@ -30,6 +33,12 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Peers whose `X-Forwarded-For` is believed (CIDR blocks, e.g. `10.0.0.0/8`).
     pub trusted_proxies: Vec<IpNet>,
+    /// Serve Prometheus metrics at `/metrics` (no token needed).
+    pub metrics: bool,
+    /// At shutdown, how long in-flight requests may run before their connections
+    /// are dropped.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for HttpConfig {
@@ -37,6 +46,8 @@ impl Default for HttpConfig {
         HttpConfig {
             max_body_bytes: 64 * 1024,
             trusted_proxies: Vec::new(),
+            metrics: true,
+            shutdown_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -63,6 +74,10 @@ pub struct AppState {
     pub service: Service,
     pub http: Arc<HttpConfig>,
     pub dialects: Arc<DialectConfig>,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+    /// Requests arrive over TLS: cookies must be `Secure`.
+    pub secure_transport: bool,
 }
 
 impl FromRef<AppState> for Service {
@@ -78,16 +93,16 @@ pub fn app(state: AppState) -> NormalizedApp {
 
 pub fn router(state: AppState) -> Router {
     let limit = state.http.max_body_bytes;
-    Router::new()
+    let routes = Router::new()
         .merge(commvault::routes())
         .merge(vsphere::routes())
         .nest("/commandcenter/api", commvault::prefixed_routes())
         .nest("/webconsole/api", commvault::prefixed_routes())
         .nest("/v1", native::routes())
+        .merge(ops::routes(&state))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(limit))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(limit));
+    ops::instrument(routes).with_state(state)
 }
 
 async fn not_found() -> impl IntoResponse {

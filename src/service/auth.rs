@@ -6,6 +6,7 @@ use crate::domain::{
     AuditKind, ClientInfo, ConsoleType, Dialect, EndReason, NewAuditEvent, NewSession, Session,
     SessionEnd, SessionId, SessionState, SessionToken, User, UserRef,
 };
+use crate::telemetry::{self, LoginResult};
 use secrecy::SecretString;
 use std::time::Duration;
 
@@ -31,13 +32,21 @@ pub struct LoginOutcome {
 }
 
 impl Service {
-    /// Checks the credentials and opens a session.
+    /// Checks the credentials and opens a session; counted in
+    /// `sessiond_logins_total` by dialect and result.
     ///
     /// Unknown user and wrong password take the same path (a dummy hash is
     /// verified for unknown users), count alike towards a lockout (see
     /// `lockout`) and return the same error. A locked account or address is
     /// refused before any password is checked.
     pub async fn login(&self, req: LoginRequest) -> ServiceResult<LoginOutcome> {
+        let dialect = req.dialect;
+        let outcome = self.attempt_login(req).await;
+        telemetry::login(dialect.key(), login_result(&outcome));
+        outcome
+    }
+
+    async fn attempt_login(&self, req: LoginRequest) -> ServiceResult<LoginOutcome> {
         let name = req.username.trim();
         let user = if name.is_empty() {
             None
@@ -244,6 +253,18 @@ impl Service {
             .get_user(caller.user_id())
             .await?
             .ok_or(ServiceError::Unauthenticated)
+    }
+}
+
+/// The `result` label of a login.
+fn login_result(outcome: &ServiceResult<LoginOutcome>) -> LoginResult {
+    match outcome {
+        Ok(_) => LoginResult::Success,
+        Err(ServiceError::InvalidCredentials) => LoginResult::InvalidCredentials,
+        Err(ServiceError::AccountDisabled) => LoginResult::Disabled,
+        Err(ServiceError::AccountLocked { .. }) => LoginResult::Locked,
+        Err(ServiceError::SessionLimitReached) => LoginResult::Limit,
+        Err(_) => LoginResult::Error,
     }
 }
 

@@ -57,9 +57,11 @@ impl From<crate::domain::RngFailure> for ServiceError {
 }
 
 impl ServiceError {
-    /// Logs the hidden cause of a 503 once, where a dialect renders it.
+    /// Logs the hidden cause of a 503 once, where a dialect renders it, and counts
+    /// it in `sessiond_store_errors_total`.
     pub fn log_if_internal(&self) {
         if let ServiceError::Unavailable(cause) = self {
+            crate::telemetry::store_error();
             tracing::error!(error = format!("{cause:#}"), "store or system failure");
         }
     }

@@ -246,6 +246,7 @@ impl Service {
     async fn audit(&self, event: NewAuditEvent) {
         let kind = event.kind;
         if let Err(e) = self.store().append_audit(event).await {
+            crate::telemetry::store_error();
             tracing::error!(kind = kind.key(), error = %e, "could not record audit event");
         }
     }
@@ -350,6 +351,14 @@ impl Service {
         .await;
     }
 
+    /// Counts the live sessions in the store (every instance's) and publishes the
+    /// count as `sessiond_live_sessions`.
+    pub async fn refresh_live_sessions(&self) -> ServiceResult<u64> {
+        let n = self.store().count_live_sessions(None, self.now()).await?;
+        crate::telemetry::live_sessions(n);
+        Ok(n)
+    }
+
     /// Runs the background work until `shutdown` fires, then flushes pending touches.
     pub fn spawn_background(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
         let svc = self.clone();
@@ -373,6 +382,9 @@ impl Service {
                             Ok(0) => {}
                             Ok(n) => tracing::info!(ended = n, "recorded expired sessions"),
                             Err(e) => { e.log_if_internal(); }
+                        }
+                        if let Err(e) = svc.refresh_live_sessions().await {
+                            e.log_if_internal();
                         }
                     }
                 }

@@ -9,6 +9,7 @@ mod commvault;
 mod conformance;
 mod lifecycle;
 mod native;
+mod ops;
 mod rbac;
 mod real_clients;
 mod support;

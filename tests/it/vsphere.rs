@@ -283,6 +283,10 @@ async fn legacy_rest_create_get_delete_with_the_cookie() {
     assert_eq!(v.as_object().unwrap().len(), 1);
     assert!(cookie.starts_with(&format!("{SID}={sid}")), "{cookie}");
     assert!(cookie.contains("Path=/rest"), "{cookie}");
+    assert!(
+        !cookie.contains("Secure"),
+        "plain HTTP: no Secure flag: {cookie}"
+    );
     assert!(cookie.contains("HttpOnly"), "{cookie}");
 
     // The cookie alone authenticates `~action=get`, which touches the session.

@@ -1,7 +1,8 @@
 //! Legacy REST: `/rest/com/vmware/cis/session`.
 //!
 //! - `POST` with `Authorization: Basic` creates a session: 200 `{"value":"<id>"}` and
-//!   the cookie `vmware-api-session-id` (Path `/rest`, HttpOnly, SameSite=Strict),
+//!   the cookie `vmware-api-session-id` (Path `/rest`, HttpOnly, SameSite=Strict, and
+//!   Secure when served over TLS),
 //!   unless the request sends `vmware-use-header-authn: true`.
 //! - `POST ?~action=get` answers `{"value":{"user","created_time","last_accessed_time"}}`
 //!   (and, like every authenticated call, updates the last access).
@@ -84,6 +85,7 @@ async fn create(st: &AppState, addr: ClientAddr, headers: &HeaderMap) -> Result<
             .path("/rest")
             .http_only(true)
             .same_site(cookie::SameSite::Strict)
+            .secure(st.secure_transport)
             .build();
         set_cookie(&mut resp, &cookie);
     }
@@ -117,6 +119,7 @@ pub async fn delete(
                 .path("/rest")
                 .http_only(true)
                 .same_site(cookie::SameSite::Strict)
+                .secure(st.secure_transport)
                 .max_age(cookie::time::Duration::ZERO)
                 .build();
             set_cookie(&mut resp, &expired);

@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub fn binary() -> &'static str {
@@ -16,6 +16,10 @@ pub struct ServeProcess {
     child: Child,
     pub port: u16,
     pub log: Arc<Mutex<String>>,
+    /// Notified whenever a log line arrives.
+    log_grew: Arc<Condvar>,
+    /// Reads stderr into `log` until the process closes it.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ServeProcess {
@@ -36,18 +40,16 @@ impl ServeProcess {
         let mut child = cmd.spawn().expect("spawn sessiond serve");
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(String::new()));
+        let log_grew = Arc::new(Condvar::new());
         let (tx, rx) = std::sync::mpsc::channel();
         let sink = log.clone();
-        std::thread::spawn(move || {
+        let grew = log_grew.clone();
+        let reader = std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 let plain = strip_ansi(&line);
-                if let Some(port) = plain
-                    .split("listening on http://")
-                    .nth(1)
-                    .and_then(|rest| rest.rsplit(':').next())
-                    .and_then(|p| p.trim().parse::<u16>().ok())
+                if let Some(port) = listening_port(&plain)
                     && let Some(tx) = tx.take()
                 {
                     let _ = tx.send(port);
@@ -55,6 +57,7 @@ impl ServeProcess {
                 let mut l = sink.lock().unwrap();
                 l.push_str(&plain);
                 l.push('\n');
+                grew.notify_all();
             }
         });
         let port = match rx.recv_timeout(Duration::from_secs(60)) {
@@ -64,7 +67,13 @@ impl ServeProcess {
                 panic!("sessiond did not start:\n{}", log.lock().unwrap());
             }
         };
-        ServeProcess { child, port, log }
+        ServeProcess {
+            child,
+            port,
+            log,
+            log_grew,
+            reader: Some(reader),
+        }
     }
 
     pub fn base(&self) -> String {
@@ -75,13 +84,38 @@ impl ServeProcess {
         self.log.lock().unwrap().clone()
     }
 
+    /// Waits (up to 30 s) until a log line contains `needle`.
+    pub fn wait_for_log(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut log = self.log.lock().unwrap();
+        while !log.contains(needle) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "no log line with {needle:?} in:\n{log}");
+            log = self.log_grew.wait_timeout(log, left).unwrap().0;
+        }
+    }
+
     /// Sends SIGTERM and waits for a clean exit.
     pub fn terminate(mut self) -> std::process::ExitStatus {
+        self.signal_term();
+        self.wait_exit()
+    }
+
+    /// Sends SIGTERM without waiting.
+    pub fn signal_term(&self) {
         let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid} failed");
+    }
+
+    /// Waits (up to 30 s) for the process to exit; then the log is complete.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
+                if let Some(reader) = self.reader.take() {
+                    reader.join().expect("log reader");
+                }
                 return status;
             }
             assert!(
@@ -98,6 +132,17 @@ impl Drop for ServeProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The port of a `listening on http://ADDR` (or `https://`) log line, text or JSON.
+fn listening_port(line: &str) -> Option<u16> {
+    let rest = line.split("listening on http").nth(1)?;
+    let rest = rest.strip_prefix('s').unwrap_or(rest).strip_prefix("://")?;
+    let addr: String = rest
+        .chars()
+        .take_while(|c| !c.is_whitespace() && *c != '"')
+        .collect();
+    addr.rsplit(':').next()?.parse().ok()
 }
 
 fn strip_ansi(s: &str) -> String {
