@@ -209,7 +209,10 @@ mod tests {
         let c = Config::load(Some(f.path()), &Overrides::default()).unwrap();
         assert_eq!(c.store_options.max_connections, 4);
         assert_eq!(c.store_options.connect_timeout, Duration::from_secs(2));
-        assert_eq!(c.store_options.operation_timeout, Duration::from_millis(1500));
+        assert_eq!(
+            c.store_options.operation_timeout,
+            Duration::from_millis(1500)
+        );
         assert_eq!(c.store_options.key_prefix, "prod:");
         let f = file("[store_options]\nmax_conections = 4\n");
         let e = Config::load(Some(f.path()), &Overrides::default()).unwrap_err();

@@ -267,11 +267,15 @@ impl Store for PostgresStore {
 
     async fn get_user(&self, id: UserId) -> StoreResult<Option<User>> {
         self.timed(async {
-            let row = sqlx::query(concat!("SELECT ", user_cols!(), " FROM users WHERE id = $1"))
-                .bind(id.0)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(backend)?;
+            let row = sqlx::query(concat!(
+                "SELECT ",
+                user_cols!(),
+                " FROM users WHERE id = $1"
+            ))
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
             row.as_ref().map(user_from_row).transpose()
         })
         .await

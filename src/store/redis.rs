@@ -668,13 +668,14 @@ impl Fields {
     }
 
     fn failure(&self) -> StoreResult<FailureRecord> {
-        let small = |name: &str| -> StoreResult<u32> {
-            Ok(u32::try_from(self.int(name)?).unwrap_or(0))
-        };
+        let small =
+            |name: &str| -> StoreResult<u32> { Ok(u32::try_from(self.int(name)?).unwrap_or(0)) };
         Ok(FailureRecord {
             failures: small("failures")?,
             window_start: Timestamp::from_unix_millis(self.int("window_start")?),
-            locked_until: self.int_opt("locked_until")?.map(Timestamp::from_unix_millis),
+            locked_until: self
+                .int_opt("locked_until")?
+                .map(Timestamp::from_unix_millis),
             lockouts: small("lockouts")?,
         })
     }
@@ -749,7 +750,10 @@ impl Store for RedisStore {
         let (st, rest) = status(self.run(&inv).await?)?;
         match st.as_str() {
             "ok" => {
-                let id = rest.first().and_then(int).ok_or_else(|| corrupt("user id"))?;
+                let id = rest
+                    .first()
+                    .and_then(int)
+                    .ok_or_else(|| corrupt("user id"))?;
                 Ok(User {
                     id: UserId(id),
                     name: u.name,
@@ -986,10 +990,9 @@ impl Store for RedisStore {
             .arg(q.now.unix_millis())
             .arg(host_filter.unwrap_or_default())
             .arg(if host_filter.is_some() { "1" } else { "0" })
-            .arg(
-                q.after
-                    .map_or("+inf".to_string(), |c| c.created_at.unix_millis().to_string()),
-            )
+            .arg(q.after.map_or("+inf".to_string(), |c| {
+                c.created_at.unix_millis().to_string()
+            }))
             .arg(q.after.map(|c| id_text(c.id)).unwrap_or_default())
             .arg(q.limit);
         many_sessions(self.run(&inv).await?)
@@ -1031,7 +1034,12 @@ impl Store for RedisStore {
     async fn append_audit(&self, e: NewAuditEvent) -> StoreResult<()> {
         let mut inv = self.invocation(&self.scripts.append_audit);
         inv.arg(e.at.unix_millis())
-            .arg(e.actor.as_ref().map(|u| u.id.0.to_string()).unwrap_or_default())
+            .arg(
+                e.actor
+                    .as_ref()
+                    .map(|u| u.id.0.to_string())
+                    .unwrap_or_default(),
+            )
             .arg(
                 e.subject
                     .as_ref()
@@ -1070,8 +1078,16 @@ impl Store for RedisStore {
             None => "audit:by-id".to_string(),
         })
         .arg(q.before_id.map_or("+inf".to_string(), |b| format!("({b}")))
-        .arg(q.since.map(|t| t.unix_millis().to_string()).unwrap_or_default())
-        .arg(q.until.map(|t| t.unix_millis().to_string()).unwrap_or_default())
+        .arg(
+            q.since
+                .map(|t| t.unix_millis().to_string())
+                .unwrap_or_default(),
+        )
+        .arg(
+            q.until
+                .map(|t| t.unix_millis().to_string())
+                .unwrap_or_default(),
+        )
         .arg(q.limit);
         for k in &q.kinds {
             inv.arg(k.key());

@@ -3,8 +3,8 @@
 //! (a cuttable TCP proxy between sessiond and the server) answered with 503 and
 //! recovered from without a restart.
 
-use crate::support::backends::{TestDatabase, TestRedisPrefix, test_store_options};
 use crate::support::b64;
+use crate::support::backends::{TestDatabase, TestRedisPrefix, test_store_options};
 use crate::support::process::ServeProcess;
 use crate::support::proxy::Proxy;
 use reqwest::StatusCode;
@@ -188,8 +188,14 @@ async fn two_instances_on_one_redis() {
 /// Short store timeouts, so that an outage is answered within seconds.
 fn outage_env() -> Vec<(String, String)> {
     vec![
-        ("SESSIOND_STORE_OPTIONS__CONNECT_TIMEOUT".into(), "1s".into()),
-        ("SESSIOND_STORE_OPTIONS__OPERATION_TIMEOUT".into(), "2s".into()),
+        (
+            "SESSIOND_STORE_OPTIONS__CONNECT_TIMEOUT".into(),
+            "1s".into(),
+        ),
+        (
+            "SESSIOND_STORE_OPTIONS__OPERATION_TIMEOUT".into(),
+            "2s".into(),
+        ),
     ]
 }
 
@@ -255,7 +261,13 @@ async fn postgres_outage_is_503_and_recovers() {
         node,
         proxy,
         &[
-            "postgres", "sql", "127.0.0.1", "connection", "pool", "timed", &name,
+            "postgres",
+            "sql",
+            "127.0.0.1",
+            "connection",
+            "pool",
+            "timed",
+            &name,
         ],
     )
     .await;
@@ -273,7 +285,14 @@ async fn redis_outage_is_503_and_recovers() {
     outage_then_recovery(
         node,
         proxy,
-        &["redis", "127.0.0.1", "connection", "broken", "timed", &prefix],
+        &[
+            "redis",
+            "127.0.0.1",
+            "connection",
+            "broken",
+            "timed",
+            &prefix,
+        ],
     )
     .await;
 }

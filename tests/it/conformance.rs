@@ -3,6 +3,7 @@
 //! Each test gets a fresh, private store (its own database file, database or key
 //! prefix) and checks one part of the `Store` contract.
 
+use crate::support::backends::{TestDatabase, TestRedisPrefix, test_store_options};
 use sessiond::domain::{
     AuditKind, ClientInfo, ConsoleType, Dialect, EndReason, NewAuditEvent, NewSession, NewUser,
     PasswordHash, SessionEnd, SessionId, SessionToken, Timestamp, User, UserId, UserRef,
@@ -10,7 +11,6 @@ use sessiond::domain::{
 use sessiond::store::{
     AuditQuery, SessionCursor, SessionLimit, SessionQuery, StateFilter, Store, StoreError,
 };
-use crate::support::backends::{TestDatabase, TestRedisPrefix, test_store_options};
 use std::any::Any;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -944,7 +944,10 @@ pub async fn churn(s: &Arc<dyn Store>) -> Churn {
         if i % 11 == 0 {
             let fresh = SessionToken::generate().unwrap();
             let old = c.tokens[id].hash();
-            if s.rotate_session_token(*id, &old, &fresh.hash()).await.unwrap() {
+            if s.rotate_session_token(*id, &old, &fresh.hash())
+                .await
+                .unwrap()
+            {
                 c.tokens.insert(*id, fresh);
             }
         }
@@ -993,7 +996,12 @@ pub async fn churn(s: &Arc<dyn Store>) -> Churn {
 
 /// Checks, through the trait only, that the store holds exactly the sessions in
 /// `expected` and that every listing, count and lookup agrees with them.
-pub async fn assert_store_matches(s: &dyn Store, c: &Churn, expected: &HashSet<SessionId>, now: Timestamp) {
+pub async fn assert_store_matches(
+    s: &dyn Store,
+    c: &Churn,
+    expected: &HashSet<SessionId>,
+    now: Timestamp,
+) {
     for (id, model) in &c.sessions {
         let got = s.get_session(*id).await.unwrap();
         let by_token = s.find_session_by_token(&c.tokens[id].hash()).await.unwrap();
@@ -1002,7 +1010,10 @@ pub async fn assert_store_matches(s: &dyn Store, c: &Churn, expected: &HashSet<S
             assert_eq!(by_token.as_ref(), Some(model), "session {id} by token");
         } else {
             assert!(got.is_none(), "purged session {id} still there");
-            assert!(by_token.is_none(), "purged session {id} still found by token");
+            assert!(
+                by_token.is_none(),
+                "purged session {id} still found by token"
+            );
         }
     }
     let listed = |q: SessionQuery| async move {
@@ -1044,7 +1055,12 @@ pub async fn assert_store_matches(s: &dyn Store, c: &Churn, expected: &HashSet<S
                 .map(|x| (x.created_at, x.id))
                 .collect();
             let got = listed(query(Some(user.id), state, now, 3)).await;
-            assert_eq!(got, newest_first(want.clone()), "user {} {state:?}", user.name);
+            assert_eq!(
+                got,
+                newest_first(want.clone()),
+                "user {} {state:?}",
+                user.name
+            );
             if state == StateFilter::Live {
                 assert_eq!(
                     s.count_live_sessions(Some(user.id), now).await.unwrap(),
@@ -1168,17 +1184,30 @@ mod redis_indexes {
         for (id, h) in &sessions {
             let num = |f: &str| h[f].parse::<i64>().unwrap();
             let (uid, created) = (&h["user_id"], Some(num("created_at")));
-            assert_eq!(score(format!("{pre}sessions:by-created"), id.clone()).await, created);
-            assert_eq!(score(format!("{pre}sessions:by-user:{uid}"), id.clone()).await, created);
+            assert_eq!(
+                score(format!("{pre}sessions:by-created"), id.clone()).await,
+                created
+            );
+            assert_eq!(
+                score(format!("{pre}sessions:by-user:{uid}"), id.clone()).await,
+                created
+            );
             let by_host = format!("{pre}sessions:by-host:{}", h["host"]);
             assert_eq!(score(by_host, id.clone()).await, created);
-            let owner: Option<String> = conn.get(format!("{pre}token:{}", h["token_hash"])).await.unwrap();
+            let owner: Option<String> = conn
+                .get(format!("{pre}token:{}", h["token_hash"]))
+                .await
+                .unwrap();
             assert_eq!(owner.as_ref(), Some(id), "token of {id}");
             let live = score(format!("{pre}sessions:live"), id.clone()).await;
             let live_u = score(format!("{pre}sessions:live-by-user:{uid}"), id.clone()).await;
             let ended = score(format!("{pre}sessions:ended"), id.clone()).await;
             if h.contains_key("ended_at") {
-                assert_eq!((live, live_u), (None, None), "ended {id} still indexed as live");
+                assert_eq!(
+                    (live, live_u),
+                    (None, None),
+                    "ended {id} still indexed as live"
+                );
                 assert_eq!(ended, Some(num("ended_at")), "ended {id}");
             } else {
                 let deadline = Some(num("deadline_at"));
@@ -1192,8 +1221,13 @@ mod redis_indexes {
             let Some(rest) = k.strip_prefix(&format!("{pre}sessions:")) else {
                 if let Some(hash) = k.strip_prefix(&format!("{pre}token:")) {
                     let id: String = conn.get(k).await.unwrap();
-                    let h = sessions.get(&id).unwrap_or_else(|| panic!("{k} names no session"));
-                    assert_eq!(h["token_hash"], hash, "{k} names a session with another token");
+                    let h = sessions
+                        .get(&id)
+                        .unwrap_or_else(|| panic!("{k} names no session"));
+                    assert_eq!(
+                        h["token_hash"], hash,
+                        "{k} names a session with another token"
+                    );
                 }
                 continue;
             };
@@ -1239,11 +1273,20 @@ mod redis_indexes {
         );
         // Users and their name index agree too (the deleted one is gone from both).
         let mut conn = p.connection().await;
-        let ids: Vec<String> = conn.zrange(format!("{}users", p.prefix), 0, -1).await.unwrap();
+        let ids: Vec<String> = conn
+            .zrange(format!("{}users", p.prefix), 0, -1)
+            .await
+            .unwrap();
         assert_eq!(ids.len(), 3);
         for id in ids {
-            let name: String = conn.hget(format!("{}user:{id}", p.prefix), "name_key").await.unwrap();
-            let owner: String = conn.get(format!("{}user-name:{name}", p.prefix)).await.unwrap();
+            let name: String = conn
+                .hget(format!("{}user:{id}", p.prefix), "name_key")
+                .await
+                .unwrap();
+            let owner: String = conn
+                .get(format!("{}user-name:{name}", p.prefix))
+                .await
+                .unwrap();
             assert_eq!(owner, id);
         }
         assert!(!keys.iter().any(|k| k.ends_with("user-name:gone")));

@@ -42,13 +42,15 @@ impl TestDatabase {
     pub async fn create() -> TestDatabase {
         let admin = postgres_admin_url();
         let name = random_name("sessiond_t_");
-        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
-            panic!(
-                "PostgreSQL is not reachable at {admin} ({e}). Start it with \
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "PostgreSQL is not reachable at {admin} ({e}). Start it with \
                  `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` \
                  (see DEVELOPERS.md) or point SESSIOND_TEST_POSTGRES at one."
-            )
-        });
+                )
+            });
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut conn)
             .await
