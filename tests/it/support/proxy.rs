@@ -3,11 +3,15 @@
 //!
 //! Cut: every open connection is closed and new ones are closed as soon as they are
 //! accepted, so clients see their connections fail (as when the server stops).
-//! Restore: new connections reach the server again.
+//! Stall: connections stay open but nothing is forwarded (a network partition: only
+//! timeouts notice). Restore: traffic flows again.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinHandle};
 
 pub struct Proxy {
@@ -18,7 +22,22 @@ pub struct Proxy {
 
 struct Shared {
     cut: AtomicBool,
+    stalled: watch::Sender<bool>,
     connections: Mutex<Vec<AbortHandle>>,
+}
+
+/// Copies one direction, holding data while the proxy is stalled.
+async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut stalled: watch::Receiver<bool>) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if stalled.wait_for(|s| !*s).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
 }
 
 impl Proxy {
@@ -28,24 +47,30 @@ impl Proxy {
         let port = listener.local_addr().expect("proxy addr").port();
         let shared = Arc::new(Shared {
             cut: AtomicBool::new(false),
+            stalled: watch::Sender::new(false),
             connections: Mutex::new(Vec::new()),
         });
         let state = shared.clone();
         let accept = tokio::spawn(async move {
             loop {
-                let Ok((mut client, _)) = listener.accept().await else {
+                let Ok((client, _)) = listener.accept().await else {
                     continue;
                 };
                 if state.cut.load(Ordering::SeqCst) {
                     drop(client);
                     continue;
                 }
+                let stalled = state.stalled.subscribe();
                 let task = tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream_port)).await
-                    else {
+                    let Ok(server) = TcpStream::connect(("127.0.0.1", upstream_port)).await else {
                         return;
                     };
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    let (client_read, client_write) = client.into_split();
+                    let (server_read, server_write) = server.into_split();
+                    tokio::select! {
+                        () = pump(client_read, server_write, stalled.clone()) => {}
+                        () = pump(server_read, client_write, stalled) => {}
+                    }
                 });
                 let mut conns = state.connections.lock().unwrap();
                 conns.retain(|c| !c.is_finished());
@@ -67,8 +92,14 @@ impl Proxy {
         }
     }
 
+    /// Keeps connections open but forwards nothing until [`Proxy::restore`].
+    pub fn stall(&self) {
+        self.shared.stalled.send_replace(true);
+    }
+
     pub fn restore(&self) {
         self.shared.cut.store(false, Ordering::SeqCst);
+        self.shared.stalled.send_replace(false);
     }
 }
 
