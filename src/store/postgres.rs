@@ -676,15 +676,26 @@ impl Store for PostgresStore {
 
     async fn count_live_sessions(&self, user: Option<UserId>, now: Timestamp) -> StoreResult<u64> {
         self.timed(async {
-            let n: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM sessions WHERE ended_at IS NULL AND deadline_at > $1 \
-                 AND ($2::bigint IS NULL OR user_id = $2)",
-            )
-            .bind(now.unix_millis())
-            .bind(user.map(|u| u.0))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(backend)?;
+            let n: i64 =
+                match user {
+                    Some(u) => {
+                        sqlx::query_scalar(
+                            "SELECT COUNT(*) FROM sessions \
+                     WHERE user_id = $1 AND ended_at IS NULL AND deadline_at > $2",
+                        )
+                        .bind(u.0)
+                        .bind(now.unix_millis())
+                        .fetch_one(&self.pool)
+                        .await
+                    }
+                    None => sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM sessions WHERE ended_at IS NULL AND deadline_at > $1",
+                    )
+                    .bind(now.unix_millis())
+                    .fetch_one(&self.pool)
+                    .await,
+                }
+                .map_err(backend)?;
             Ok(u64::try_from(n).unwrap_or(0))
         })
         .await

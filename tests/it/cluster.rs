@@ -5,7 +5,7 @@
 
 use crate::support::b64;
 use crate::support::backends::{TestDatabase, TestRedisPrefix, test_store_options};
-use crate::support::process::ServeProcess;
+use crate::support::process::{ServeProcess, cli_with_env, text};
 use crate::support::proxy::Proxy;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -314,4 +314,49 @@ async fn redis_outage_is_503_and_recovers() {
         ],
     )
     .await;
+}
+
+/// The operator's user commands reach the same store as the instances, chosen by
+/// `--store` or `SESSIOND_STORE`, with the Redis prefix from the environment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_commands_work_on_postgres_and_redis() {
+    let db = TestDatabase::create().await;
+    let p = TestRedisPrefix::create().await;
+    let (pg, redis, prefix) = (db.url(), p.url(), p.prefix.clone());
+    tokio::task::spawn_blocking(move || {
+        let by_flag: &[(&str, &str)] = &[("SESSIOND_STORE_OPTIONS__KEY_PREFIX", &prefix)];
+        for (store, env) in [(&pg, &[][..]), (&redis, by_flag)] {
+            let out = cli_with_env(
+                &[
+                    "user",
+                    "add",
+                    "carol",
+                    "--role",
+                    "view",
+                    "--password-stdin",
+                    "--store",
+                    store,
+                ],
+                "carol-password-1\n",
+                env,
+            );
+            assert!(out.status.success(), "{}", text(&out.stderr));
+            let mut env = env.to_vec();
+            env.push(("SESSIOND_STORE", store));
+            let out = cli_with_env(&["user", "list", "--json"], "", &env);
+            assert!(out.status.success(), "{}", text(&out.stderr));
+            let users: Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(users[0]["name"], "carol", "{users}");
+            assert_eq!(users[0]["roles"], json!(["view"]));
+        }
+    })
+    .await
+    .unwrap();
+    // The Redis user went under the prefix, nowhere else.
+    assert!(
+        p.keys()
+            .await
+            .iter()
+            .any(|k| k.ends_with("user-name:carol"))
+    );
 }
