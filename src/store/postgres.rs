@@ -27,7 +27,7 @@ use crate::domain::{
 };
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, QueryBuilder, Row};
+use sqlx::{ConnectOptions, Connection, Postgres, QueryBuilder, Row};
 use std::collections::HashMap;
 use std::future::Future;
 use std::str::FromStr;
@@ -83,6 +83,17 @@ impl PostgresStore {
         let connect = PgConnectOptions::from_str(url)?
             .application_name("sessiond")
             .options([("statement_timeout", statement_timeout.as_str())]);
+        // One direct connection first, so that a start against an unreachable or
+        // misconfigured server reports the real cause rather than a pool timeout.
+        let first = tokio::time::timeout(options.connect_timeout, connect.connect())
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "PostgreSQL did not answer within {:?}",
+                    options.connect_timeout
+                )
+            })??;
+        first.close().await?;
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .min_connections(0)
