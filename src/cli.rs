@@ -191,8 +191,9 @@ async fn serve(config: Config, admin_password: Option<SecretString>) -> anyhow::
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let shutdown = server::shutdown_signal();
     tracing::info!("listening on http://{addr}");
-    server::run(listener, state, server::shutdown_signal()).await
+    server::run(listener, state, shutdown).await
 }
 
 fn describe(e: &ServiceError) -> String {
