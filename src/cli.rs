@@ -29,7 +29,7 @@ pub struct Cli {
 
 #[derive(Args, Debug, Clone, Default)]
 struct Common {
-    /// Store URL, e.g. sqlite://sessiond.db [env: SESSIOND_STORE]
+    /// Store URL: sqlite://sessiond.db, postgres://USER@HOST/DB or redis://HOST:6379 [env: SESSIOND_STORE]
     #[arg(long, global = true)]
     store: Option<String>,
     /// TOML configuration file [env: SESSIOND_CONFIG]
@@ -217,7 +217,7 @@ fn init_logging(config: &Config, quiet_default: &str) {
 }
 
 async fn open_state(config: &Config) -> anyhow::Result<crate::api::AppState> {
-    let store = store::open(&config.store)
+    let store = store::open_with(&config.store, &config.store_options)
         .await
         .with_context(|| format!("opening store {}", store::redact_url(&config.store)))?;
     server::build(config, store, Arc::new(SystemClock))

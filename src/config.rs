@@ -5,7 +5,7 @@
 
 use crate::api::{DialectConfig, HttpConfig};
 use crate::service::{Argon2Config, AuditPolicy, LockoutPolicy, SessionPolicy};
-use crate::store::SessionLimit;
+use crate::store::{SessionLimit, StoreOptions};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
@@ -20,8 +20,11 @@ pub const DEFAULT_STORE: &str = "sqlite://sessiond.db";
 pub struct Config {
     /// Address to listen on (`--listen`, `SESSIOND_LISTEN`).
     pub listen: SocketAddr,
-    /// Store URL (`--store`, `SESSIOND_STORE`): `sqlite://PATH`.
+    /// Store URL (`--store`, `SESSIOND_STORE`): `sqlite://PATH`, `postgres://...`
+    /// or `redis://...`.
     pub store: String,
+    /// Pool size, timeouts and key prefix of the PostgreSQL and Redis stores.
+    pub store_options: StoreOptions,
     pub session: SessionPolicy,
     pub limits: LimitsConfig,
     pub lockout: LockoutPolicy,
@@ -40,6 +43,7 @@ impl Default for Config {
                 .parse()
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8400))),
             store: DEFAULT_STORE.into(),
+            store_options: StoreOptions::default(),
             session: SessionPolicy::default(),
             limits: LimitsConfig::default(),
             lockout: LockoutPolicy::default(),
@@ -175,6 +179,7 @@ impl Config {
             .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
         config.session.validate()?;
         config.lockout.validate()?;
+        config.store_options.validate()?;
         anyhow::ensure!(
             config.http.max_body_bytes >= 1024,
             "http.max_body_bytes must be at least 1024"
@@ -291,6 +296,29 @@ mod tests {
         let f = file("[tls]\nkey = \"k.pem\"\n");
         let e = Config::load(Some(f.path()), &Overrides::default()).unwrap_err();
         assert!(e.to_string().contains("needs tls.cert"), "{e}");
+    }
+
+    #[test]
+    fn store_options_from_file_and_env_shape() {
+        let f = file(
+            "store = \"postgres://db.example/sessiond\"\n[store_options]\nmax_connections = 4\n\
+             connect_timeout = \"2s\"\noperation_timeout = \"1500ms\"\nkey_prefix = \"prod:\"\n",
+        );
+        let c = Config::load(Some(f.path()), &Overrides::default()).unwrap();
+        assert_eq!(c.store_options.max_connections, 4);
+        assert_eq!(c.store_options.connect_timeout, Duration::from_secs(2));
+        assert_eq!(
+            c.store_options.operation_timeout,
+            Duration::from_millis(1500)
+        );
+        assert_eq!(c.store_options.key_prefix, "prod:");
+        let f = file("[store_options]\nmax_conections = 4\n");
+        let e = Config::load(Some(f.path()), &Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("max_conections"), "{e}");
+        let f = file("[store_options]\nmax_connections = 0\n");
+        assert!(Config::load(Some(f.path()), &Overrides::default()).is_err());
+        let f = file("[store_options]\nkey_prefix = \"\"\n");
+        assert!(Config::load(Some(f.path()), &Overrides::default()).is_err());
     }
 
     #[test]

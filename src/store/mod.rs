@@ -11,15 +11,20 @@
 //! - Conditional updates (end only if live, rotate only if the old hash matches, sweep
 //!   only what is still live) make concurrent instances safe without locks held across calls.
 
+mod postgres;
+mod redis;
 mod sqlite;
 
-pub use sqlite::SqliteStore;
+pub use self::postgres::PostgresStore;
+pub use self::redis::RedisStore;
+pub use self::sqlite::SqliteStore;
 
 use crate::domain::{
     AuditEvent, AuditKind, NewAuditEvent, NewSession, NewUser, Session, SessionEnd, SessionId,
     Timestamp, TokenHash, User, UserId,
 };
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -224,16 +229,83 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
 }
 
-/// Opens the backend a URL names: `sqlite://PATH` (created and migrated if missing),
-/// `sqlite::memory:`, later `postgres://...` and `redis://...`.
+/// Connection settings of the server backends (`[store_options]`); the embedded
+/// SQLite store needs none.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreOptions {
+    /// PostgreSQL: most pooled connections per instance. (Redis multiplexes every
+    /// request of an instance over one connection.)
+    pub max_connections: u32,
+    /// Longest wait to open a connection or get one from the pool; past it the
+    /// request fails with 503 and the next request tries again.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Longest one store operation may take once connected (PostgreSQL
+    /// `statement_timeout` and a client-side bound; Redis response timeout).
+    #[serde(with = "humantime_serde")]
+    pub operation_timeout: Duration,
+    /// Redis: every key sessiond writes starts with this (several deployments, or
+    /// tests, can share one Redis).
+    pub key_prefix: String,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            max_connections: 10,
+            connect_timeout: Duration::from_secs(3),
+            operation_timeout: Duration::from_secs(5),
+            key_prefix: "sessiond:".into(),
+        }
+    }
+}
+
+impl StoreOptions {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.max_connections >= 1,
+            "store_options.max_connections must be at least 1"
+        );
+        anyhow::ensure!(
+            !self.connect_timeout.is_zero(),
+            "store_options.connect_timeout must be more than zero"
+        );
+        anyhow::ensure!(
+            !self.operation_timeout.is_zero(),
+            "store_options.operation_timeout must be more than zero"
+        );
+        anyhow::ensure!(
+            !self.key_prefix.is_empty() && !self.key_prefix.chars().any(char::is_whitespace),
+            "store_options.key_prefix must be non-empty, without spaces"
+        );
+        Ok(())
+    }
+}
+
+/// Opens the backend a URL names with default [`StoreOptions`].
 pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
-    if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::open(url).await?))
-    } else {
-        anyhow::bail!(
-            "unsupported store URL {:?}: expected sqlite://PATH",
+    open_with(url, &StoreOptions::default()).await
+}
+
+/// Opens the backend a URL names: `sqlite://PATH` (created and migrated if missing),
+/// `sqlite::memory:`, `postgres://...` or `postgresql://...` (migrated on open),
+/// `redis://...` (keys under `options.key_prefix`).
+pub async fn open_with(url: &str, options: &StoreOptions) -> anyhow::Result<Arc<dyn Store>> {
+    options.validate()?;
+    let scheme = url.split_once(':').map_or("", |(s, _)| s);
+    match scheme.to_ascii_lowercase().as_str() {
+        "sqlite" => Ok(Arc::new(SqliteStore::open(url).await?)),
+        "postgres" | "postgresql" => Ok(Arc::new(PostgresStore::open(url, options).await?)),
+        "redis" => Ok(Arc::new(RedisStore::open(url, options).await?)),
+        "rediss" => anyhow::bail!(
+            "rediss:// (Redis over TLS) is not supported by this build; use redis:// over a \
+             trusted network or a TLS tunnel"
+        ),
+        _ => anyhow::bail!(
+            "unsupported store URL {:?}: expected sqlite://PATH, postgres://... or redis://...",
             redact_url(url)
-        )
+        ),
     }
 }
 

@@ -3,6 +3,7 @@
 //! Each test gets a fresh, private store (its own database file, database or key
 //! prefix) and checks one part of the `Store` contract.
 
+use crate::support::backends::{TestDatabase, TestRedisPrefix, test_store_options};
 use sessiond::domain::{
     AuditKind, ClientInfo, ConsoleType, Dialect, EndReason, NewAuditEvent, NewSession, NewUser,
     PasswordHash, SessionEnd, SessionId, SessionToken, Timestamp, User, UserId, UserRef,
@@ -29,6 +30,28 @@ pub async fn sqlite_fixture() -> Fixture {
     Fixture {
         store,
         _guard: Box::new(dir),
+    }
+}
+
+pub async fn postgres_fixture() -> Fixture {
+    let db = TestDatabase::create().await;
+    let store = sessiond::store::open_with(&db.url(), &test_store_options("unused:"))
+        .await
+        .expect("open postgres");
+    Fixture {
+        store,
+        _guard: Box::new(db),
+    }
+}
+
+pub async fn redis_fixture() -> Fixture {
+    let prefix = TestRedisPrefix::create().await;
+    let store = sessiond::store::open_with(&prefix.url(), &test_store_options(&prefix.prefix))
+        .await
+        .expect("open redis");
+    Fixture {
+        store,
+        _guard: Box::new(prefix),
     }
 }
 
@@ -864,6 +887,231 @@ pub async fn login_failure_counters(f: Fixture) {
     s.ping().await.unwrap();
 }
 
+/// What the churn did: every session it made, as the store last reported it, and
+/// the current token of each.
+pub struct Churn {
+    pub sessions: std::collections::HashMap<SessionId, sessiond::domain::Session>,
+    pub tokens: std::collections::HashMap<SessionId, SessionToken>,
+    pub users: Vec<User>,
+}
+
+impl Churn {
+    fn record(&mut self, s: sessiond::domain::Session) {
+        self.sessions.insert(s.id, s);
+    }
+}
+
+/// Many sessions of several users (one deleted later) through every kind of
+/// change: logout, touch, rotation, revocation of a user's sessions, eviction by the
+/// limit, then expiry swept by two concurrent sweepers in small batches.
+pub async fn churn(s: &Arc<dyn Store>) -> Churn {
+    let mut c = Churn {
+        sessions: Default::default(),
+        tokens: Default::default(),
+        users: Vec::new(),
+    };
+    for name in ["u0", "u1", "u2", "gone"] {
+        c.users.push(s.create_user(new_user(name)).await.unwrap());
+    }
+    for i in 0..60i64 {
+        let user = c.users[(i % 4) as usize].clone();
+        let idle = if i % 2 == 0 { 30 * MIN } else { 10 * MIN };
+        let (mut n, token) = new_session(&user, at(i * 1000), idle, 60 * MIN);
+        n.client.host = format!("10.0.0.{}", i % 3);
+        let created = s.create_session(n, SessionLimit::Unlimited).await.unwrap();
+        c.tokens.insert(created.session.id, token);
+        c.record(created.session);
+    }
+    let ids: Vec<SessionId> = {
+        let mut v: Vec<_> = c.sessions.values().map(|x| (x.created_at, x.id)).collect();
+        v.sort();
+        v.into_iter().map(|(_, id)| id).collect()
+    };
+    for (i, id) in ids.iter().enumerate() {
+        if i % 5 == 0 {
+            s.touch_sessions(&[(*id, at(mins(8)))]).await.unwrap();
+            c.record(s.get_session(*id).await.unwrap().unwrap());
+        }
+        if i % 7 == 0 {
+            let end = SessionEnd {
+                at: at(mins(5)),
+                reason: EndReason::Logout,
+            };
+            if let Some(x) = s.end_session(*id, end).await.unwrap() {
+                c.record(x);
+            }
+        }
+        if i % 11 == 0 {
+            let fresh = SessionToken::generate().unwrap();
+            let old = c.tokens[id].hash();
+            if s.rotate_session_token(*id, &old, &fresh.hash())
+                .await
+                .unwrap()
+            {
+                c.tokens.insert(*id, fresh);
+            }
+        }
+    }
+    let gone = c.users[3].clone();
+    let end = SessionEnd {
+        at: at(mins(6)),
+        reason: EndReason::Revoked,
+    };
+    for x in s.end_user_sessions(gone.id, end, None).await.unwrap() {
+        c.record(x);
+    }
+    assert!(s.delete_user(gone.id).await.unwrap());
+    let u1 = c.users[1].clone();
+    let (n, token) = new_session(&u1, at(mins(7)), 30 * MIN, 60 * MIN);
+    let created = s
+        .create_session(n, SessionLimit::EvictOldest(3))
+        .await
+        .unwrap();
+    assert!(!created.evicted.is_empty());
+    c.tokens.insert(created.session.id, token);
+    c.record(created.session);
+    for x in created.evicted {
+        c.record(x);
+    }
+    let now = at(mins(35));
+    let sweep = |store: Arc<dyn Store>| async move {
+        let mut got = Vec::new();
+        loop {
+            let batch = store.end_expired_sessions(now, 3).await.unwrap();
+            if batch.is_empty() {
+                return got;
+            }
+            got.extend(batch);
+        }
+    };
+    let (a, b) = tokio::join!(sweep(s.clone()), sweep(s.clone()));
+    let mut seen = HashSet::new();
+    for x in a.into_iter().chain(b) {
+        assert!(seen.insert(x.id), "session {} swept twice", x.id);
+        assert!(c.sessions[&x.id].end.is_none(), "swept an ended session");
+        c.record(x);
+    }
+    c
+}
+
+/// Checks, through the trait only, that the store holds exactly the sessions in
+/// `expected` and that every listing, count and lookup agrees with them.
+pub async fn assert_store_matches(
+    s: &dyn Store,
+    c: &Churn,
+    expected: &HashSet<SessionId>,
+    now: Timestamp,
+) {
+    for (id, model) in &c.sessions {
+        let got = s.get_session(*id).await.unwrap();
+        let by_token = s.find_session_by_token(&c.tokens[id].hash()).await.unwrap();
+        if expected.contains(id) {
+            assert_eq!(got.as_ref(), Some(model), "session {id}");
+            assert_eq!(by_token.as_ref(), Some(model), "session {id} by token");
+        } else {
+            assert!(got.is_none(), "purged session {id} still there");
+            assert!(
+                by_token.is_none(),
+                "purged session {id} still found by token"
+            );
+        }
+    }
+    let listed = |q: SessionQuery| async move {
+        let mut out = Vec::new();
+        let mut q = q;
+        loop {
+            let page = s.list_sessions(&q).await.unwrap();
+            out.extend(page.iter().map(|x| (x.created_at, x.id)));
+            match page.last() {
+                Some(last) if page.len() == q.limit => q.after = Some(SessionCursor::after(last)),
+                _ => return out,
+            }
+        }
+    };
+    let remaining: Vec<_> = c
+        .sessions
+        .values()
+        .filter(|x| expected.contains(&x.id))
+        .collect();
+    let newest_first = |mut v: Vec<(Timestamp, SessionId)>| {
+        v.sort_by(|a, b| b.cmp(a));
+        v
+    };
+    let all = listed(query(None, StateFilter::Any, now, 4)).await;
+    assert_eq!(
+        all,
+        newest_first(remaining.iter().map(|x| (x.created_at, x.id)).collect())
+    );
+    for user in &c.users {
+        for state in [StateFilter::Any, StateFilter::Live, StateFilter::Ended] {
+            let want: Vec<_> = remaining
+                .iter()
+                .filter(|x| x.user_id == user.id)
+                .filter(|x| match state {
+                    StateFilter::Any => true,
+                    StateFilter::Live => x.is_live_at(now),
+                    StateFilter::Ended => !x.is_live_at(now),
+                })
+                .map(|x| (x.created_at, x.id))
+                .collect();
+            let got = listed(query(Some(user.id), state, now, 3)).await;
+            assert_eq!(
+                got,
+                newest_first(want.clone()),
+                "user {} {state:?}",
+                user.name
+            );
+            if state == StateFilter::Live {
+                assert_eq!(
+                    s.count_live_sessions(Some(user.id), now).await.unwrap(),
+                    want.len() as u64
+                );
+            }
+        }
+    }
+    for host in ["10.0.0.0", "10.0.0.1", "10.0.0.2"] {
+        let mut q = query(None, StateFilter::Any, now, 5);
+        q.host = Some(host.into());
+        let want: Vec<_> = remaining
+            .iter()
+            .filter(|x| x.client.host == host)
+            .map(|x| (x.created_at, x.id))
+            .collect();
+        assert_eq!(listed(q).await, newest_first(want), "host {host}");
+    }
+    let live = remaining.iter().filter(|x| x.is_live_at(now)).count();
+    assert_eq!(s.count_live_sessions(None, now).await.unwrap(), live as u64);
+}
+
+pub async fn history_stays_consistent_through_sweep_and_purge(f: Fixture) {
+    let s = f.store.clone();
+    let c = churn(&s).await;
+    let mut expected: HashSet<_> = c.sessions.keys().copied().collect();
+    assert_store_matches(s.as_ref(), &c, &expected, at(mins(35))).await;
+    // Purge in small batches what ended before +20 min.
+    let horizon = at(mins(20));
+    let mut purged = 0;
+    loop {
+        let n = s.purge_ended_sessions(horizon, 4).await.unwrap();
+        purged += n;
+        if n == 0 {
+            break;
+        }
+    }
+    expected.retain(|id| c.sessions[id].end.is_none_or(|e| e.at >= horizon));
+    assert!(purged > 10 && !expected.is_empty(), "purged {purged}");
+    assert_eq!(purged as usize, c.sessions.len() - expected.len());
+    assert_store_matches(s.as_ref(), &c, &expected, at(mins(35))).await;
+    // Everything expires; everything is purged; nothing is left behind.
+    let mut c = c;
+    for x in s.end_expired_sessions(at(mins(200)), 1000).await.unwrap() {
+        c.record(x);
+    }
+    assert!(c.sessions.values().all(|x| x.end.is_some()));
+    while s.purge_ended_sessions(at(mins(300)), 7).await.unwrap() > 0 {}
+    assert_store_matches(s.as_ref(), &c, &HashSet::new(), at(mins(300))).await;
+}
+
 /// Generates the suite for one backend: `conformance!(name, fixture_fn)`.
 macro_rules! conformance {
     ($backend:ident, $fixture:path) => {
@@ -883,6 +1131,7 @@ macro_rules! conformance {
                 limits_deny_or_evict_oldest,
                 audit_append_query_purge,
                 login_failure_counters,
+                history_stays_consistent_through_sweep_and_purge,
             );
         }
     };
@@ -897,3 +1146,149 @@ macro_rules! conformance {
 }
 
 conformance!(sqlite, sqlite_fixture);
+conformance!(postgres, postgres_fixture);
+conformance!(redis, redis_fixture);
+
+/// Redis keeps its indexes by hand: after the churn, a purge, and a purge of
+/// everything, every index entry names an existing session (with the right score)
+/// and every session is in exactly the indexes its state calls for. No key has a TTL.
+mod redis_indexes {
+    use super::*;
+    use crate::support::backends::TestRedisPrefix;
+    use ::redis::AsyncCommands;
+    use std::collections::HashMap;
+
+    type Hash = HashMap<String, String>;
+
+    async fn check(p: &TestRedisPrefix) -> usize {
+        let mut conn = p.connection().await;
+        let pre = &p.prefix;
+        let keys = p.keys().await;
+        let mut sessions: HashMap<String, Hash> = HashMap::new();
+        for k in &keys {
+            let ttl: i64 = conn.ttl(k).await.unwrap();
+            assert_eq!(ttl, -1, "{k} has a TTL");
+            if let Some(id) = k.strip_prefix(&format!("{pre}session:")) {
+                let h: Hash = conn.hgetall(k).await.unwrap();
+                sessions.insert(id.to_string(), h);
+            }
+        }
+        let zconn = conn.clone();
+        let score = |key: String, id: String| {
+            let mut conn = zconn.clone();
+            async move {
+                let s: Option<f64> = conn.zscore(&key, &id).await.unwrap();
+                s.map(|s| s as i64)
+            }
+        };
+        for (id, h) in &sessions {
+            let num = |f: &str| h[f].parse::<i64>().unwrap();
+            let (uid, created) = (&h["user_id"], Some(num("created_at")));
+            assert_eq!(
+                score(format!("{pre}sessions:by-created"), id.clone()).await,
+                created
+            );
+            assert_eq!(
+                score(format!("{pre}sessions:by-user:{uid}"), id.clone()).await,
+                created
+            );
+            let by_host = format!("{pre}sessions:by-host:{}", h["host"]);
+            assert_eq!(score(by_host, id.clone()).await, created);
+            let owner: Option<String> = conn
+                .get(format!("{pre}token:{}", h["token_hash"]))
+                .await
+                .unwrap();
+            assert_eq!(owner.as_ref(), Some(id), "token of {id}");
+            let live = score(format!("{pre}sessions:live"), id.clone()).await;
+            let live_u = score(format!("{pre}sessions:live-by-user:{uid}"), id.clone()).await;
+            let ended = score(format!("{pre}sessions:ended"), id.clone()).await;
+            if h.contains_key("ended_at") {
+                assert_eq!(
+                    (live, live_u),
+                    (None, None),
+                    "ended {id} still indexed as live"
+                );
+                assert_eq!(ended, Some(num("ended_at")), "ended {id}");
+            } else {
+                let deadline = Some(num("deadline_at"));
+                assert_eq!((live, live_u), (deadline, deadline), "live {id}");
+                assert_eq!(ended, None, "live {id} indexed as ended");
+            }
+        }
+        // And the other way: every entry of every index names an existing session
+        // that belongs there.
+        for k in &keys {
+            let Some(rest) = k.strip_prefix(&format!("{pre}sessions:")) else {
+                if let Some(hash) = k.strip_prefix(&format!("{pre}token:")) {
+                    let id: String = conn.get(k).await.unwrap();
+                    let h = sessions
+                        .get(&id)
+                        .unwrap_or_else(|| panic!("{k} names no session"));
+                    assert_eq!(
+                        h["token_hash"], hash,
+                        "{k} names a session with another token"
+                    );
+                }
+                continue;
+            };
+            let members: Vec<String> = conn.zrange(k, 0, -1).await.unwrap();
+            for id in members {
+                let h = sessions
+                    .get(&id)
+                    .unwrap_or_else(|| panic!("{k} holds {id}, which does not exist"));
+                if let Some(uid) = rest
+                    .strip_prefix("by-user:")
+                    .or_else(|| rest.strip_prefix("live-by-user:"))
+                {
+                    assert_eq!(h["user_id"], uid, "{k} holds another user's {id}");
+                }
+                if let Some(host) = rest.strip_prefix("by-host:") {
+                    assert_eq!(h["host"], host, "{k} holds {id} of another host");
+                }
+            }
+        }
+        sessions.len()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn indexes_match_sessions_through_sweep_and_purge() {
+        let p = TestRedisPrefix::create().await;
+        let s = sessiond::store::open_with(&p.url(), &test_store_options(&p.prefix))
+            .await
+            .unwrap();
+        let c = churn(&s).await;
+        assert_eq!(check(&p).await, c.sessions.len());
+        while s.purge_ended_sessions(at(mins(20)), 4).await.unwrap() > 0 {}
+        let left = check(&p).await;
+        assert!(left > 0 && left < c.sessions.len(), "{left} left");
+        s.end_expired_sessions(at(mins(200)), 1000).await.unwrap();
+        check(&p).await;
+        while s.purge_ended_sessions(at(mins(300)), 7).await.unwrap() > 0 {}
+        assert_eq!(check(&p).await, 0);
+        let keys = p.keys().await;
+        assert!(
+            keys.iter()
+                .all(|k| !k.contains(":session") && !k.contains(":token:")),
+            "left behind: {keys:?}"
+        );
+        // Users and their name index agree too (the deleted one is gone from both).
+        let mut conn = p.connection().await;
+        let ids: Vec<String> = conn
+            .zrange(format!("{}users", p.prefix), 0, -1)
+            .await
+            .unwrap();
+        assert_eq!(ids.len(), 3);
+        for id in ids {
+            let name: String = conn
+                .hget(format!("{}user:{id}", p.prefix), "name_key")
+                .await
+                .unwrap();
+            let owner: String = conn
+                .get(format!("{}user-name:{name}", p.prefix))
+                .await
+                .unwrap();
+            assert_eq!(owner, id);
+        }
+        assert!(!keys.iter().any(|k| k.ends_with("user-name:gone")));
+    }
+}

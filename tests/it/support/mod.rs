@@ -1,7 +1,9 @@
 //! Test harness: the real server on 127.0.0.1:0 over a fresh store, with a manual clock.
 
+pub mod backends;
 pub mod faulty;
 pub mod process;
+pub mod proxy;
 
 use faulty::FaultyStore;
 use secrecy::SecretString;

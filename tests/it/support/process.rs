@@ -164,9 +164,15 @@ fn strip_ansi(s: &str) -> String {
 
 /// Runs a CLI command, feeding `stdin`.
 pub fn cli(args: &[&str], stdin: &str) -> Output {
+    cli_with_env(args, stdin, &[])
+}
+
+/// Runs a CLI command with extra environment variables, feeding `stdin`.
+pub fn cli_with_env(args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
     let mut child = Command::new(binary())
         .args(args)
         .env_remove("SESSIOND_CONFIG")
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
