@@ -1,6 +1,7 @@
-//! The RBAC matrix: every `/v1` endpoint and every Commvault endpoint that takes a
-//! token, called by {no token, plain user, view, user-admin, master}, with the
-//! exact status expected in each cell.
+//! The RBAC matrix: every `/v1` endpoint and every Commvault and vSphere endpoint
+//! that takes a token, called by {no token, plain user, view, user-admin, master},
+//! with the exact status expected in each cell. (vAPI JSON-RPC always answers HTTP
+//! 200; its cell holds the status its error kind stands for, 200 when it succeeded.)
 //!
 //! Each cell runs against fresh fixtures (a fresh caller with its own session, a
 //! fresh plain "victim" user with a live session, a fresh master "peer"), so no
@@ -265,6 +266,60 @@ fn commvault_rows() -> Vec<Row> {
     ]
 }
 
+const JSONRPC_GET: &str = r#"{"jsonrpc":"2.0","method":"invoke","id":"7","params":{"serviceId":"com.vmware.cis.session","operationId":"get","input":{"STRUCTURE":{"operation-input":{}}},"ctx":{"securityCtx":{"schemeId":"com.vmware.vapi.std.security.session_id","sessionId":"{token}"}}}}"#;
+
+fn vsphere_rows() -> Vec<Row> {
+    use Method as M;
+    vec![
+        row(
+            M::POST,
+            "/rest/com/vmware/cis/session?~action=get",
+            None,
+            [401, 200, 200, 200, 200],
+        ),
+        row(
+            M::DELETE,
+            "/rest/com/vmware/cis/session",
+            None,
+            [401, 200, 200, 200, 200],
+        ),
+        row(M::GET, "/api/session", None, [401, 200, 200, 200, 200]),
+        row(M::DELETE, "/api/session", None, [401, 204, 204, 204, 204]),
+        row(
+            M::POST,
+            "/api",
+            Some(JSONRPC_GET),
+            [401, 200, 200, 200, 200],
+        ),
+    ]
+}
+
+/// How a dialect carries the token and shapes its errors.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    Native,
+    Commvault,
+    Vsphere,
+}
+
+/// The status a response stands for: its HTTP status, or for vAPI JSON-RPC (always
+/// 200) the status of the error kind it carries.
+fn effective_status(dialect: Dialect, http: u16, body: &Value) -> u16 {
+    if dialect != Dialect::Vsphere || body.get("jsonrpc").is_none() {
+        return http;
+    }
+    let Some(error) = body["result"]["error"]["ERROR"].as_object() else {
+        return http;
+    };
+    match error.keys().next().map(String::as_str) {
+        Some("com.vmware.vapi.std.errors.unauthenticated") => 401,
+        Some("com.vmware.vapi.std.errors.unauthorized") => 403,
+        Some("com.vmware.vapi.std.errors.not_found") => 404,
+        Some("com.vmware.vapi.std.errors.service_unavailable") => 503,
+        _ => 400,
+    }
+}
+
 /// The fixtures of one cell.
 struct Cell {
     vars: Vec<(&'static str, String)>,
@@ -298,6 +353,7 @@ async fn cell(app: &TestApp, n: usize, caller: usize) -> Cell {
     ];
     let token = match CALLERS[caller].1 {
         None => {
+            vars.push(("{token}", String::new()));
             vars.push(("{self}", victim.id.0.to_string()));
             vars.push(("{own}", victim_session["id"].as_str().unwrap().to_string()));
             vars.push(("{pw}", "victim-password".into()));
@@ -311,13 +367,14 @@ async fn cell(app: &TestApp, n: usize, caller: usize) -> Cell {
             vars.push(("{self}", me.id.0.to_string()));
             vars.push(("{own}", session["id"].as_str().unwrap().to_string()));
             vars.push(("{pw}", "caller-password".into()));
+            vars.push(("{token}", token.clone()));
             Some(token)
         }
     };
     Cell { vars, token }
 }
 
-async fn run(app: &TestApp, rows: &[Row], commvault: bool, n: &mut usize) -> Vec<String> {
+async fn run(app: &TestApp, rows: &[Row], dialect: Dialect, n: &mut usize) -> Vec<String> {
     let mut failures = Vec::new();
     for r in rows {
         for (caller, (who, _)) in CALLERS.iter().enumerate() {
@@ -327,13 +384,13 @@ async fn run(app: &TestApp, rows: &[Row], commvault: bool, n: &mut usize) -> Vec
                 .http
                 .request(r.method.clone(), app.url(&cell.fill(r.path)));
             if let Some(t) = &cell.token {
-                req = if commvault {
-                    req.header("Authtoken", format!("QSDK {t}"))
-                } else {
-                    req.bearer_auth(t)
+                req = match dialect {
+                    Dialect::Commvault => req.header("Authtoken", format!("QSDK {t}")),
+                    Dialect::Native => req.bearer_auth(t),
+                    Dialect::Vsphere => req.header("vmware-api-session-id", t),
                 };
             }
-            if commvault {
+            if dialect == Dialect::Commvault {
                 req = req.header("Accept", "application/json");
             }
             if let Some(b) = r.body {
@@ -342,8 +399,10 @@ async fn run(app: &TestApp, rows: &[Row], commvault: bool, n: &mut usize) -> Vec
                     .body(cell.fill(b));
             }
             let resp = req.send().await.unwrap();
-            let got = resp.status().as_u16();
+            let http = resp.status().as_u16();
             let text = resp.text().await.unwrap();
+            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            let got = effective_status(dialect, http, &v);
             if got != r.expect[caller] {
                 failures.push(format!(
                     "{} {} as {who}: expected {}, got {got}: {text}",
@@ -352,11 +411,14 @@ async fn run(app: &TestApp, rows: &[Row], commvault: bool, n: &mut usize) -> Vec
             }
             // Error answers are in the dialect's shape.
             if got >= 400 {
-                let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-                let shaped = if commvault {
-                    v["errorCode"].is_i64()
-                } else {
-                    v["error"]["code"].is_string()
+                let shaped = match dialect {
+                    Dialect::Commvault => v["errorCode"].is_i64(),
+                    Dialect::Native => v["error"]["code"].is_string(),
+                    Dialect::Vsphere => {
+                        v["type"].is_string()
+                            || v["error_type"].is_string()
+                            || v["result"]["error"]["ERROR"].is_object()
+                    }
                 };
                 if !shaped {
                     failures.push(format!(
@@ -374,8 +436,9 @@ async fn run(app: &TestApp, rows: &[Row], commvault: bool, n: &mut usize) -> Vec
 async fn every_endpoint_by_every_kind_of_caller() {
     let app = TestApp::spawn().await;
     let mut n = 0;
-    let mut failures = run(&app, &native_rows(), false, &mut n).await;
-    failures.extend(run(&app, &commvault_rows(), true, &mut n).await);
+    let mut failures = run(&app, &native_rows(), Dialect::Native, &mut n).await;
+    failures.extend(run(&app, &commvault_rows(), Dialect::Commvault, &mut n).await);
+    failures.extend(run(&app, &vsphere_rows(), Dialect::Vsphere, &mut n).await);
     assert!(
         failures.is_empty(),
         "{} cells wrong:\n{}",
