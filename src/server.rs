@@ -42,6 +42,7 @@ pub fn build(
         dialects: Arc::new(config.dialects.clone()),
         metrics: telemetry::install()?,
         secure_transport: config.tls.files()?.is_some(),
+        shutting_down: CancellationToken::new(),
     })
 }
 
@@ -77,6 +78,7 @@ async fn serve(
     let background = state.service.spawn_background(stop_background.clone());
     let upkeep = telemetry::spawn_upkeep(state.metrics.clone(), stop_background.clone());
     let grace = state.http.shutdown_timeout;
+    let shutting_down = state.shutting_down.clone();
     // axum-server hands over hyper's body type; a router accepts any body.
     let app = axum::Router::new()
         .fallback_service(api::app(state))
@@ -85,6 +87,7 @@ async fn serve(
     let on_shutdown = handle.clone();
     tokio::spawn(async move {
         shutdown.await;
+        shutting_down.cancel();
         on_shutdown.graceful_shutdown(Some(grace));
     });
     let listener = listener.into_std()?;

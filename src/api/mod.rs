@@ -6,7 +6,9 @@ pub mod commvault;
 pub mod native;
 mod normalize;
 pub mod ops;
+pub mod ui;
 pub mod vsphere;
+pub mod websession;
 
 use crate::domain::Dialect;
 use crate::service::{Origin, Service};
@@ -22,6 +24,7 @@ use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 pub use normalize::NormalizedApp;
 
@@ -78,6 +81,9 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Requests arrive over TLS: cookies must be `Secure`.
     pub secure_transport: bool,
+    /// Cancelled when the server starts shutting down: long-lived responses (the
+    /// event stream) end then, so that they do not hold up a graceful shutdown.
+    pub shutting_down: CancellationToken,
 }
 
 impl FromRef<AppState> for Service {
@@ -99,6 +105,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/commandcenter/api", commvault::prefixed_routes())
         .nest("/webconsole/api", commvault::prefixed_routes())
         .nest("/v1", native::routes())
+        .merge(ui::routes())
         .merge(ops::routes(&state))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit));

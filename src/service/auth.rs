@@ -125,6 +125,7 @@ impl Service {
                 .await;
         }
         let session = created.session;
+        self.announce_start(&session);
         self.audit(NewAuditEvent {
             actor: Some(user_ref(&user)),
             subject: Some(user_ref(&user)),
@@ -187,7 +188,7 @@ impl Service {
                 return Err(ServiceError::Unauthenticated);
             }
         }
-        self.inner.touches.record(session.id, now);
+        self.inner.touches.record(session.id, session.user_id, now);
         session.last_accessed_at = now;
         Ok(Caller { session })
     }

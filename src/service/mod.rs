@@ -7,6 +7,7 @@
 mod audit;
 mod auth;
 mod error;
+mod events;
 mod lockout;
 mod password;
 mod sessions;
@@ -16,6 +17,7 @@ mod users;
 pub use audit::{AuditFilter, AuditPage, AuditPolicy};
 pub use auth::{LoginOutcome, LoginRequest};
 pub use error::{ServiceError, ServiceResult};
+pub use events::{Delivery, EVENT_BUFFER, Event, EventSubscription};
 pub use lockout::LockoutPolicy;
 pub use password::{Argon2Config, MIN_PASSWORD_CHARS, Passwords};
 pub use sessions::{MAX_PAGE, SessionListing, SessionView};
@@ -27,6 +29,7 @@ use crate::domain::{
     UserRef,
 };
 use crate::store::{SessionLimit, Store};
+use events::EventBus;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
@@ -177,6 +180,7 @@ struct Inner {
     config: ServiceConfig,
     passwords: Passwords,
     touches: TouchBuffer,
+    events: EventBus,
 }
 
 impl Service {
@@ -193,6 +197,7 @@ impl Service {
                 config,
                 passwords,
                 touches: TouchBuffer::default(),
+                events: EventBus::default(),
             }),
         }
     }
@@ -241,6 +246,22 @@ impl Service {
         }
     }
 
+    /// Subscribes the caller to live events: every user's with user management,
+    /// else only its own user's. The subscription ends with the caller's session.
+    pub async fn subscribe_events(&self, caller: &Caller) -> ServiceResult<EventSubscription> {
+        // Subscribe first, so that nothing between the check and the subscription is missed.
+        let rx = self.inner.events.subscribe();
+        let access = self.access(&Actor::User(caller)).await?;
+        Ok(EventSubscription::new(rx, &access, caller))
+    }
+
+    /// Announces a new session to event subscribers.
+    fn announce_start(&self, session: &Session) {
+        self.inner.events.publish(|| Event::SessionStarted {
+            session: session.clone(),
+        });
+    }
+
     /// Records an audit event. A failure is logged, not returned: the operation
     /// it describes has already happened.
     async fn audit(&self, event: NewAuditEvent) {
@@ -270,9 +291,17 @@ impl Service {
         if batch.is_empty() {
             return Ok(());
         }
-        if let Err(e) = self.store().touch_sessions(&batch).await {
+        let writes: Vec<_> = batch.iter().map(|&(id, _, at)| (id, at)).collect();
+        if let Err(e) = self.store().touch_sessions(&writes).await {
             self.inner.touches.restore(batch);
             return Err(e.into());
+        }
+        for (session, user, last_accessed_at) in batch {
+            self.inner.events.publish(|| Event::SessionTouched {
+                session,
+                user,
+                last_accessed_at,
+            });
         }
         Ok(())
     }
@@ -280,10 +309,10 @@ impl Service {
     /// Writes the pending touch of one session, so that the store decides its end
     /// with its true last access.
     async fn settle_touch(&self, id: crate::domain::SessionId) -> ServiceResult<()> {
-        if let Some(t) = self.inner.touches.take_one(id)
+        if let Some((user, t)) = self.inner.touches.take_one(id)
             && let Err(e) = self.store().touch_sessions(&[(id, t)]).await
         {
-            self.inner.touches.record(id, t);
+            self.inner.touches.record(id, user, t);
             return Err(e.into());
         }
         Ok(())
@@ -328,6 +357,8 @@ impl Service {
         Ok(ended)
     }
 
+    /// Records a session's end in the audit trail and announces it to event
+    /// subscribers. Every path that ends a session comes through here.
     async fn audit_session_end(
         &self,
         s: &Session,
@@ -335,6 +366,14 @@ impl Service {
         actor: Option<UserRef>,
         source: &str,
     ) {
+        if let Some(end) = s.end {
+            self.inner.events.publish(|| Event::SessionEnded {
+                session: s.id,
+                user: s.user_id,
+                user_name: s.user_name.clone(),
+                end,
+            });
+        }
         let reason = s.end.map_or("", |e| e.reason.key());
         self.audit(NewAuditEvent {
             actor,

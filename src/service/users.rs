@@ -163,6 +163,21 @@ impl Service {
             .ok_or(ServiceError::NotFound("user"))
     }
 
+    /// Every user, for the user administration view: needs user management.
+    pub async fn list_users_to_manage(
+        &self,
+        actor: &Actor<'_>,
+        after: Option<UserId>,
+        limit: usize,
+    ) -> ServiceResult<Vec<User>> {
+        let access = self.access(actor).await?;
+        access.require(Permission::UserManagement)?;
+        Ok(self
+            .store()
+            .list_users(after, limit.clamp(1, super::sessions::MAX_PAGE))
+            .await?)
+    }
+
     /// Finds a user by name (case-insensitive), with the same visibility as `get_user`.
     pub async fn find_user(&self, actor: &Actor<'_>, name: &str) -> ServiceResult<User> {
         let user = self
@@ -417,6 +432,11 @@ impl Service {
         origin: &Origin,
         detail: String,
     ) {
+        self.inner.events.publish(|| super::Event::UserChanged {
+            user: user.id,
+            user_name: user.name.clone(),
+            change: kind,
+        });
         self.audit(NewAuditEvent {
             actor: actor_ref(access),
             subject: Some(user_ref(user)),

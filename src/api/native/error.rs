@@ -5,6 +5,7 @@
 //! | no / bad / ended / expired token             | 401  | `unauthenticated`     |
 //! | wrong user name or password, disabled user   | 401  | `unauthenticated`     |
 //! | missing permission, not allowed              | 403  | `forbidden`           |
+//! | console cookie without its CSRF token        | 403  | `forbidden`           |
 //! | unknown user, session or path                | 404  | `not_found`           |
 //! | method not allowed on the path               | 405  | `method_not_allowed`  |
 //! | malformed body, parameter or cursor; rules   | 400  | `invalid_request`     |
@@ -32,6 +33,9 @@ pub enum NativeError {
     TooLarge,
     NoRoute,
     MethodNotAllowed,
+    /// A state-changing request authenticated by the console cookie lacked the
+    /// session's CSRF token.
+    CsrfMismatch,
 }
 
 /// The error document.
@@ -76,6 +80,12 @@ impl NativeError {
                 None,
             ),
             NativeError::NoRoute => (S::NOT_FOUND, "not_found", "no such endpoint".into(), None),
+            NativeError::CsrfMismatch => (
+                S::FORBIDDEN,
+                "forbidden",
+                "a request authenticated by the console cookie needs its X-CSRF-Token".into(),
+                None,
+            ),
             NativeError::MethodNotAllowed => (
                 S::METHOD_NOT_ALLOWED,
                 "method_not_allowed",

@@ -2,32 +2,37 @@
 //! rejecting in the native error shape.
 
 use super::error::NativeError;
-use crate::api::AppState;
+use crate::api::{AppState, websession};
 use crate::service::{Caller, ServiceError};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Query, Request};
-use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::http::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 
 /// The authenticated caller of a `/v1` request.
 ///
-/// Credentials are looked for in [`credential`]'s sources, in order. Today that is
-/// `Authorization: Bearer <token>`; the admin web UI adds its session cookie there
-/// (and its CSRF check), and handlers stay as they are.
+/// Credentials are looked for in [`credential`]'s sources, in order:
+/// `Authorization: Bearer <token>`, then the web console's session cookie (see
+/// `api::websession`), which on any method but `GET` and `HEAD` also needs the
+/// session's CSRF token in `X-CSRF-Token` (403 otherwise).
 pub struct NativeCaller(pub Caller);
 
 /// A credential a request presented, before it is checked.
 enum Credential<'a> {
     Bearer(&'a str),
+    ConsoleCookie(String),
 }
 
 /// The request's credential, if it presents one. A malformed or foreign
 /// `Authorization` header is an authentication failure, not "no credential".
 fn credential(parts: &Parts) -> Result<Option<Credential<'_>>, NativeError> {
     let Some(value) = parts.headers.get(AUTHORIZATION) else {
-        return Ok(None);
+        return Ok(
+            websession::cookie_value(&parts.headers, websession::SESSION_COOKIE)
+                .map(Credential::ConsoleCookie),
+        );
     };
     let value = value
         .to_str()
@@ -51,6 +56,19 @@ impl FromRequestParts<AppState> for NativeCaller {
         match credential(parts)? {
             Some(Credential::Bearer(token)) => {
                 Ok(NativeCaller(state.service.authenticate(token).await?))
+            }
+            Some(Credential::ConsoleCookie(token)) => {
+                let caller = state.service.authenticate(&token).await?;
+                let safe = parts.method == Method::GET || parts.method == Method::HEAD;
+                let presented = parts
+                    .headers
+                    .get(websession::CSRF_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                if !safe && !websession::csrf_matches(&token, presented) {
+                    return Err(NativeError::CsrfMismatch);
+                }
+                Ok(NativeCaller(caller))
             }
             None => Err(ServiceError::Unauthenticated.into()),
         }

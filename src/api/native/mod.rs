@@ -46,6 +46,7 @@ pub fn routes() -> Router<AppState> {
         .route("/users/{id}/password", put(set_password))
         .route("/roles", get(roles))
         .route("/audit", get(audit))
+        .route("/events", get(events))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
 }
@@ -559,4 +560,64 @@ async fn audit(
         items: page.events.iter().map(Into::into).collect(),
         next_cursor: page.next.map(|id| wire::id_cursor("a", id)),
     }))
+}
+
+// ---- live events ----
+
+/// Live events as server-sent events (`text/event-stream`), for as long as the
+/// caller's session lives. A user administrator sees every user's events, anyone
+/// else only their own. Events are per instance. Each SSE message has `event:`
+/// set to the type and `data:` one JSON `LiveEvent`: `ready`, `session.started`,
+/// `session.touched`, `session.ended`, `user.changed`, or `resync` when the
+/// subscriber fell behind. A comment line keeps the connection alive every 15 s.
+/// Also accepts the web console's cookie. See `docs/events.md`.
+#[utoipa::path(get, path = "/v1/events", tag = "events",
+    responses(
+        (status = 200, description = "An endless stream of events (`event: <type>`, `data: <LiveEvent JSON>`)",
+            content_type = "text/event-stream", body = wire::LiveEvent),
+        (status = 401, description = "No valid token", body = ErrorBody),
+    ))]
+async fn events(
+    State(st): State<AppState>,
+    NativeCaller(caller): NativeCaller,
+) -> Result<Response> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures_util::StreamExt;
+    use std::convert::Infallible;
+
+    let sub = st.service.subscribe_events(&caller).await?;
+    let scope = if sub.sees_everyone() { "all" } else { "own" };
+    let sse = |e: &wire::LiveEvent| -> std::result::Result<Event, Infallible> {
+        Ok(Event::default()
+            .event(e.name())
+            .json_data(e)
+            .unwrap_or_else(|_| Event::default().comment("unencodable event")))
+    };
+    let ready = sse(&wire::LiveEvent::Ready { scope });
+    let current = caller.session.id;
+    let service = st.service.clone();
+    let stop = st.shutting_down.clone();
+    let rest = futures_util::stream::unfold(sub, move |mut sub| {
+        let stop = stop.clone();
+        let service = service.clone();
+        async move {
+            let delivery = tokio::select! {
+                () = stop.cancelled() => None,
+                d = sub.next() => d,
+            }?;
+            let wire = match delivery {
+                crate::service::Delivery::Event(e) => {
+                    wire::LiveEvent::from_event(&e, service.now(), current)
+                }
+                crate::service::Delivery::Lagged(missed) => wire::LiveEvent::Resync { missed },
+            };
+            Some((sse(&wire), sub))
+        }
+    });
+    let stream = futures_util::stream::once(async move { ready }).chain(rest);
+    Ok((
+        [(header::CACHE_CONTROL, "no-store")],
+        Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))),
+    )
+        .into_response())
 }

@@ -12,7 +12,10 @@ use utoipa::{Modify, OpenApi};
         description = "Sessions, users, roles and the audit trail of sessiond. \
             Authenticate with `Authorization: Bearer <token>` from `POST /v1/login`. \
             Errors are `{\"error\":{\"code\",\"message\"}}`; lists are cursor-paginated \
-            (`limit`, `cursor`, answered with `next_cursor`)."
+            (`limit`, `cursor`, answered with `next_cursor`). \
+            The web console's session cookie is accepted too; with it, any method but \
+            GET and HEAD needs the session's CSRF token in `X-CSRF-Token`. \
+            `GET /v1/events` streams live events (see its description and docs/events.md)."
     ),
     paths(
         super::openapi_document,
@@ -31,6 +34,7 @@ use utoipa::{Modify, OpenApi};
         super::set_password,
         super::roles,
         super::audit,
+        super::events,
     ),
     components(schemas(super::wire::StateParam)),
     modifiers(&BearerScheme),
@@ -40,6 +44,7 @@ use utoipa::{Modify, OpenApi};
         (name = "sessions", description = "Listing and ending sessions"),
         (name = "users", description = "Users and roles"),
         (name = "audit", description = "The audit trail"),
+        (name = "events", description = "Live events (server-sent events, per instance)"),
         (name = "meta", description = "This document"),
     )
 )]

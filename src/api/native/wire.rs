@@ -315,6 +315,110 @@ pub struct AuditPage {
     pub next_cursor: Option<String>,
 }
 
+/// One event of `GET /v1/events`: the `data` of a server-sent event whose `event`
+/// field is the same as `type`. See `docs/events.md`.
+#[derive(Serialize, ToSchema)]
+#[serde(tag = "type")]
+pub enum LiveEvent {
+    /// First on every stream: the subscription is in place. `scope` is `all`
+    /// (a user administrator sees every user's events) or `own`.
+    #[serde(rename = "ready")]
+    Ready { scope: &'static str },
+    /// A session was opened (through any dialect).
+    #[serde(rename = "session.started")]
+    SessionStarted { session: Box<Session> },
+    /// A session was used: its last access and so its idle time changed. Sent
+    /// from the coalesced last-access flush (at most one per session per flush
+    /// interval), not per request.
+    #[serde(rename = "session.touched")]
+    SessionTouched {
+        session_id: String,
+        user_id: i64,
+        #[schema(format = DateTime)]
+        last_accessed_at: String,
+    },
+    /// A session ended: logout, idle or absolute expiry, revocation, eviction.
+    #[serde(rename = "session.ended")]
+    SessionEnded {
+        session_id: String,
+        user: UserRef,
+        #[schema(format = DateTime)]
+        ended_at: String,
+        end_reason: EndReason,
+    },
+    /// A user was created, changed, enabled, disabled, deleted, or given a new
+    /// password; `change` is the audit kind (`user.created`, `user.disabled`, ...).
+    #[serde(rename = "user.changed")]
+    UserChanged { user: UserRef, change: &'static str },
+    /// The subscriber fell behind and `missed` events were dropped for it: what it
+    /// shows may be stale; reload.
+    #[serde(rename = "resync")]
+    Resync { missed: u64 },
+}
+
+impl LiveEvent {
+    /// The SSE `event` name (the same as `type`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            LiveEvent::Ready { .. } => "ready",
+            LiveEvent::SessionStarted { .. } => "session.started",
+            LiveEvent::SessionTouched { .. } => "session.touched",
+            LiveEvent::SessionEnded { .. } => "session.ended",
+            LiveEvent::UserChanged { .. } => "user.changed",
+            LiveEvent::Resync { .. } => "resync",
+        }
+    }
+
+    /// The wire form of a service event; `now` decides a new session's state,
+    /// `current` marks the subscriber's own session.
+    pub fn from_event(
+        e: &crate::service::Event,
+        now: domain::Timestamp,
+        current: domain::SessionId,
+    ) -> Self {
+        use crate::service::Event as E;
+        match e {
+            E::SessionStarted { session } => {
+                let view = SessionView {
+                    state: session.state_at(now),
+                    session: session.clone(),
+                };
+                LiveEvent::SessionStarted {
+                    session: Box::new(Session::from_view(&view, current)),
+                }
+            }
+            E::SessionTouched {
+                session,
+                user,
+                last_accessed_at,
+            } => LiveEvent::SessionTouched {
+                session_id: session.to_string(),
+                user_id: user.0,
+                last_accessed_at: last_accessed_at.to_string(),
+            },
+            E::SessionEnded {
+                session,
+                user,
+                user_name,
+                end,
+            } => LiveEvent::SessionEnded {
+                session_id: session.to_string(),
+                user: user_ref(*user, user_name),
+                ended_at: end.at.to_string(),
+                end_reason: end.reason.into(),
+            },
+            E::UserChanged {
+                user,
+                user_name,
+                change,
+            } => LiveEvent::UserChanged {
+                user: user_ref(*user, user_name),
+                change: change.key(),
+            },
+        }
+    }
+}
+
 // ---- conversions ----
 
 fn user_ref(id: domain::UserId, name: &str) -> UserRef {
