@@ -29,6 +29,15 @@ pub fn time_text(t: Timestamp) -> String {
     }
 }
 
+/// `2026-11-23 13:45:07 UTC`.
+pub fn time_text_seconds(t: Timestamp) -> String {
+    let s = t.to_string();
+    match (s.get(..10), s.get(11..19)) {
+        (Some(day), Some(hms)) => format!("{day} {hms} UTC"),
+        _ => s,
+    }
+}
+
 /// Minutes for people: `< 1 min`, `3 min`, `2 h 5 min`.
 pub fn minutes_text(d: Duration) -> String {
     let m = d.as_secs() / 60;
@@ -270,12 +279,12 @@ impl From<&crate::domain::AuditEvent> for AuditRow {
     fn from(e: &crate::domain::AuditEvent) -> Self {
         let ev = &e.event;
         AuditRow {
-            at: time_text(ev.at),
+            at: time_text_seconds(ev.at),
             kind: ev.kind.key(),
             actor: ev
                 .actor
                 .as_ref()
-                .map_or_else(|| "system".into(), |r| r.name.clone()),
+                .map_or_else(|| "\u{2014}".into(), |r| r.name.clone()),
             subject: ev
                 .subject
                 .as_ref()
