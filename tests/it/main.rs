@@ -9,6 +9,7 @@ mod cli;
 mod cluster;
 mod commvault;
 mod conformance;
+mod console;
 mod lifecycle;
 mod native;
 mod ops;

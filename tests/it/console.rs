@@ -1,0 +1,752 @@
+//! The web console (/ui) over HTTP, in process: sign-in, cookie flags, CSRF on
+//! every form, authorization, bad input; and the live event stream (/v1/events).
+
+use crate::support::{ADMIN_PASSWORD, TestApp};
+use reqwest::StatusCode;
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use serde_json::{Value, json};
+use sessiond::clock::Clock;
+use sessiond::service::Actor;
+use std::time::Duration;
+
+/// A client that shows redirects instead of following them.
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// The value of a `name="csrf"` hidden field in a page.
+fn csrf_field(html: &str) -> String {
+    let at = html.find(r#"name="csrf" value=""#).expect("a csrf field");
+    let rest = &html[at + r#"name="csrf" value=""#.len()..];
+    rest[..rest.find('"').unwrap()].to_string()
+}
+
+/// `name=value` of a `Set-Cookie` for `name`.
+fn set_cookie(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.starts_with(&format!("{name}=")))
+}
+
+/// A signed-in console: its cookie header value and its CSRF token.
+struct Console {
+    cookie: String,
+    csrf: String,
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Console {
+    async fn sign_in(app: &TestApp, user: &str, password: &str) -> Console {
+        let resp = try_sign_in(app, user, password).await;
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+        let cookie = set_cookie(&resp, "sessiond_console").expect("session cookie");
+        let cookie = cookie.split(';').next().unwrap().to_string();
+        let http = client();
+        let page = http
+            .get(app.url("/ui/sessions"))
+            .header(COOKIE, &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200);
+        let csrf = csrf_field(&page.text().await.unwrap());
+        Console {
+            cookie,
+            csrf,
+            http,
+            base: app.url(""),
+        }
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, String) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header(COOKIE, &self.cookie)
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.text().await.unwrap())
+    }
+
+    async fn post(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .header(COOKIE, &self.cookie)
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// POSTs with this session's CSRF token added.
+    async fn submit(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        let mut all = vec![("csrf", self.csrf.as_str())];
+        all.extend_from_slice(form);
+        self.post(path, &all).await
+    }
+}
+
+/// Fetches the sign-in form and posts it (with its double-submit token).
+async fn try_sign_in(app: &TestApp, user: &str, password: &str) -> reqwest::Response {
+    let http = client();
+    let form = http.get(app.url("/ui/login")).send().await.unwrap();
+    assert_eq!(form.status(), 200);
+    let token_cookie = set_cookie(&form, "sessiond_login_csrf").expect("login csrf cookie");
+    let token_cookie = token_cookie.split(';').next().unwrap().to_string();
+    let csrf = csrf_field(&form.text().await.unwrap());
+    http.post(app.url("/ui/login"))
+        .header(COOKIE, token_cookie)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("username", user),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn v1_login(app: &TestApp, user: &str, password: &str) -> (String, String) {
+    let v: Value = app
+        .http
+        .post(app.url("/v1/login"))
+        .json(&json!({"username": user, "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (
+        v["token"].as_str().unwrap().to_string(),
+        v["session"]["id"].as_str().unwrap().to_string(),
+    )
+}
+
+async fn session_state(app: &TestApp, id: &str) -> String {
+    let id = sessiond::domain::SessionId::parse(id).unwrap();
+    let v = app
+        .state
+        .service
+        .get_session(&Actor::System, id)
+        .await
+        .unwrap();
+    match v.state {
+        sessiond::domain::SessionState::Live => "live".into(),
+        sessiond::domain::SessionState::Ended(e) => e.reason.key().into(),
+    }
+}
+
+#[tokio::test]
+async fn sign_in_opens_a_web_console_session_in_a_strict_http_only_cookie() {
+    let app = TestApp::spawn().await;
+    let resp = try_sign_in(&app, "admin", ADMIN_PASSWORD).await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(resp.headers()[LOCATION], "/ui/sessions");
+    let cookie = set_cookie(&resp, "sessiond_console").unwrap();
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(flag), "{cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "plain HTTP: {cookie}");
+    let jar = cookie.split(';').next().unwrap();
+    // The same session on /v1 (GET needs no CSRF token): console type 202.
+    let me: Value = client()
+        .get(app.url("/v1/session"))
+        .header(COOKIE, jar)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["session"]["console_type"]["code"], 202, "{me}");
+    assert_eq!(me["session"]["dialect"], "web-console", "{me}");
+    assert_eq!(me["user"]["name"], "admin");
+}
+
+#[tokio::test]
+async fn the_sign_in_form_needs_its_own_token() {
+    let app = TestApp::spawn().await;
+    let resp = client()
+        .post(app.url("/ui/login"))
+        .form(&[("username", "admin"), ("password", ADMIN_PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert!(set_cookie(&resp, "sessiond_console").is_none());
+    assert!(resp.text().await.unwrap().contains("form has expired"));
+    let live = app
+        .store()
+        .count_live_sessions(None, app.clock.now())
+        .await
+        .unwrap();
+    assert_eq!(live, 0);
+}
+
+#[tokio::test]
+async fn a_wrong_password_shows_an_error_and_the_lockout_applies() {
+    let app = TestApp::spawn().await;
+    app.add_user("alice", "alice-password", &[]).await;
+    let resp = try_sign_in(&app, "alice", "wrong").await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert!(set_cookie(&resp, "sessiond_console").is_none());
+    let page = resp.text().await.unwrap();
+    assert!(page.contains("Wrong user name or password."), "{page}");
+    assert!(
+        page.contains(r#"value="alice""#),
+        "the name is kept: {page}"
+    );
+    // The same lockout as every dialect: five failures lock the account.
+    for _ in 0..4 {
+        try_sign_in(&app, "alice", "wrong").await;
+    }
+    let resp = try_sign_in(&app, "alice", "alice-password").await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let page = resp.text().await.unwrap();
+    assert!(page.contains("the account is locked"), "{page}");
+    // And through the Commvault dialect it is locked too.
+    let cv: Value = app
+        .http
+        .post(app.url("/Login"))
+        .header("Accept", "application/json")
+        .json(&json!({"username": "alice", "password": crate::support::b64("alice-password")}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cv["isAccountLocked"], true, "{cv}");
+}
+
+#[tokio::test]
+async fn every_form_needs_the_session_csrf_token() {
+    let app = TestApp::spawn().await;
+    let alice = app.add_user("alice", "alice-password", &[]).await;
+    let (_, victim) = v1_login(&app, "alice", "alice-password").await;
+    let admin = Console::sign_in(&app, "admin", ADMIN_PASSWORD).await;
+    let other = Console::sign_in(&app, "admin", ADMIN_PASSWORD).await;
+    let uid = alice.id.0.to_string();
+    let forms: Vec<(String, Vec<(&str, &str)>)> = vec![
+        ("/ui/logout".into(), vec![]),
+        (format!("/ui/sessions/{victim}/end"), vec![]),
+        (format!("/ui/users/{uid}/end-sessions"), vec![]),
+        (
+            "/ui/users".into(),
+            vec![("name", "mallory"), ("password", "mallory-password")],
+        ),
+        (
+            format!("/ui/users/{uid}/enabled"),
+            vec![("enabled", "false")],
+        ),
+        (
+            format!("/ui/users/{uid}/password"),
+            vec![("password", "taken-over-1")],
+        ),
+        (format!("/ui/users/{uid}/roles"), vec![("role", "master")]),
+    ];
+    for (path, fields) in &forms {
+        let missing = admin.post(path, fields).await;
+        assert_eq!(
+            missing.status(),
+            StatusCode::FORBIDDEN,
+            "{path} without a token"
+        );
+        // Another session's token is no good either.
+        let mut forged = vec![("csrf", other.csrf.as_str())];
+        forged.extend_from_slice(fields);
+        let forged = admin.post(path, &forged).await;
+        assert_eq!(
+            forged.status(),
+            StatusCode::FORBIDDEN,
+            "{path} with a foreign token"
+        );
+    }
+    assert_eq!(session_state(&app, &victim).await, "live");
+    let alice_now = app.store().get_user(alice.id).await.unwrap().unwrap();
+    assert!(alice_now.enabled && alice_now.roles.is_empty());
+    assert!(
+        app.store()
+            .find_user_by_name("mallory")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let (status, _) = admin.get("/ui/sessions").await;
+    assert_eq!(status, 200, "the console is still signed in");
+
+    // With the token: the session ends.
+    let ok = admin
+        .submit(&format!("/ui/sessions/{victim}/end"), &[])
+        .await;
+    assert_eq!(ok.status(), StatusCode::SEE_OTHER);
+    assert_eq!(ok.headers()[LOCATION], "/ui/sessions?notice=ended");
+    assert_eq!(session_state(&app, &victim).await, "revoked");
+}
+
+#[tokio::test]
+async fn user_administration_through_the_forms() {
+    let app = TestApp::spawn().await;
+    let admin = Console::sign_in(&app, "admin", ADMIN_PASSWORD).await;
+    let created = admin
+        .submit(
+            "/ui/users",
+            &[
+                ("name", "carol"),
+                ("password", "carol-password"),
+                ("full_name", "Carol"),
+                ("role", "view"),
+            ],
+        )
+        .await;
+    assert_eq!(created.status(), StatusCode::SEE_OTHER);
+    let carol = app
+        .store()
+        .find_user_by_name("carol")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(carol.roles, ["view"]);
+    let (_, carol_session) = v1_login(&app, "carol", "carol-password").await;
+    let path = format!("/ui/users/{}", carol.id.0);
+    let (status, page) = admin.get(&path).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Disable carol"), "{page}");
+
+    let r = admin
+        .submit(&format!("{path}/roles"), &[("role", "user-admin")])
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let r = admin
+        .submit(&format!("{path}/enabled"), &[("enabled", "false")])
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let carol = app.store().get_user(carol.id).await.unwrap().unwrap();
+    assert_eq!(carol.roles, ["user-admin"]);
+    assert!(!carol.enabled);
+    assert_eq!(session_state(&app, &carol_session).await, "revoked");
+    let r = admin
+        .submit(&format!("{path}/enabled"), &[("enabled", "true")])
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let r = admin
+        .submit(
+            &format!("{path}/password"),
+            &[("password", "carol-new-password")],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    v1_login(&app, "carol", "carol-new-password").await;
+
+    // Rule violations are a clear 4xx page.
+    let dup = admin
+        .submit(
+            "/ui/users",
+            &[("name", "carol"), ("password", "whatever-pw")],
+        )
+        .await;
+    assert_eq!(dup.status(), StatusCode::CONFLICT);
+    let bad = admin
+        .submit(
+            "/ui/users",
+            &[("name", "no spaces"), ("password", "whatever-pw")],
+        )
+        .await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let lacking = admin.submit("/ui/users", &[("name", "dave")]).await;
+    assert_eq!(lacking.status(), StatusCode::BAD_REQUEST);
+    let odd = admin
+        .submit(&format!("{path}/enabled"), &[("enabled", "maybe")])
+        .await;
+    assert_eq!(odd.status(), StatusCode::BAD_REQUEST);
+    let me = admin
+        .submit("/ui/users/1/enabled", &[("enabled", "false")])
+        .await;
+    assert_eq!(me.status(), StatusCode::FORBIDDEN, "disabling yourself");
+}
+
+#[tokio::test]
+async fn a_plain_user_sees_only_their_own_sessions_and_no_users_view() {
+    let app = TestApp::spawn().await;
+    app.add_user("alice", "alice-password", &[]).await;
+    let (_, admin_session) = v1_login(&app, "admin", ADMIN_PASSWORD).await;
+    let alice = Console::sign_in(&app, "alice", "alice-password").await;
+    let (status, page) = alice.get("/ui/sessions?state=all").await;
+    assert_eq!(status, 200);
+    assert!(!page.contains(&admin_session), "{page}");
+    assert!(
+        !page.contains(r#"href="/ui/users""#),
+        "no Users link: {page}"
+    );
+    assert!(page.contains("sessiond web console"));
+
+    let (status, page) = alice.get("/ui/users").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(page.contains("do not have permission"), "{page}");
+    assert_eq!(alice.get("/ui/users/1").await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        alice.get("/ui/sessions?user=admin").await.0,
+        StatusCode::FORBIDDEN
+    );
+    let confirm = format!("/ui/sessions/{admin_session}/end");
+    assert_eq!(alice.get(&confirm).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        alice.submit(&confirm, &[]).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    let all = alice.submit("/ui/users/1/end-sessions", &[]).await;
+    assert_eq!(all.status(), StatusCode::FORBIDDEN);
+    assert_eq!(session_state(&app, &admin_session).await, "live");
+    // Audit: own events only.
+    let (status, page) = alice.get("/ui/audit").await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("login.succeeded") && !page.contains(">admin<"),
+        "{page}"
+    );
+    assert_eq!(
+        alice.get("/ui/audit?user=admin").await.0,
+        StatusCode::FORBIDDEN
+    );
+}
+
+#[tokio::test]
+async fn signing_out_ends_the_session_and_clears_the_cookie() {
+    let app = TestApp::spawn().await;
+    let admin = Console::sign_in(&app, "admin", ADMIN_PASSWORD).await;
+    let out = admin.submit("/ui/logout", &[]).await;
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    let cleared = set_cookie(&out, "sessiond_console").unwrap();
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+    let again = admin
+        .http
+        .get(app.url("/ui/sessions"))
+        .header(COOKIE, &admin.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::SEE_OTHER);
+    assert_eq!(again.headers()[LOCATION], "/ui/login");
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_4xx() {
+    let app = TestApp::spawn().await;
+    let admin = Console::sign_in(&app, "admin", ADMIN_PASSWORD).await;
+    for (path, status) in [
+        ("/ui/sessions?state=bogus", 400),
+        ("/ui/sessions?cursor=garbage", 400),
+        ("/ui/sessions?user=nobody", 404),
+        ("/ui/sessions/not-a-session/end", 400),
+        ("/ui/sessions/00000000-0000-0000-0000-000000000000/end", 404),
+        ("/ui/users/abc", 400),
+        ("/ui/users/999", 404),
+        ("/ui/users?cursor=x", 400),
+        ("/ui/audit?kind=bogus", 400),
+        ("/ui/audit?cursor=x", 400),
+        ("/ui/nothing-here", 404),
+    ] {
+        let (got, page) = admin.get(path).await;
+        assert_eq!(got.as_u16(), status, "{path}: {page}");
+    }
+    let junk = admin
+        .http
+        .post(app.url("/ui/users"))
+        .header(COOKIE, &admin.cookie)
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(junk.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn sessions_are_paged_by_cursor_with_their_filters() {
+    let app = TestApp::spawn().await;
+    app.add_user("alice", "alice-password", &[]).await;
+    for _ in 0..55 {
+        v1_login(&app, "alice", "alice-password").await;
+        app.advance(Duration::from_millis(5));
+    }
+    let admin = Console::sign_in(&app, "admin", ADMIN_PASSWORD).await;
+    let (status, first) = admin.get("/ui/sessions?user=alice").await;
+    assert_eq!(status, 200);
+    let rows = |html: &str| html.matches(r#"<tr id="s-"#).count();
+    assert_eq!(rows(&first), 50);
+    let at = first.find("Older sessions").expect("a next page link");
+    let href_start = first[..at].rfind("href=\"").unwrap() + 6;
+    let href = first[href_start..at]
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&#38;", "&")
+        .replace("&amp;", "&");
+    assert!(
+        href.contains("user=alice") && href.contains("state=live"),
+        "{href}"
+    );
+    let (status, second) = admin.get(&href).await;
+    assert_eq!(status, 200);
+    assert_eq!(rows(&second), 5);
+    assert!(!second.contains("Older sessions"));
+    assert!(second.contains("Newest"));
+}
+
+#[tokio::test]
+async fn the_console_cookie_works_on_v1_with_a_csrf_header_for_changes() {
+    let app = TestApp::spawn().await;
+    let admin = Console::sign_in(&app, "admin", ADMIN_PASSWORD).await;
+    let (_, other) = v1_login(&app, "admin", ADMIN_PASSWORD).await;
+    let url = app.url(&format!("/v1/sessions/{other}"));
+    let plain = admin
+        .http
+        .delete(&url)
+        .header(COOKIE, &admin.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), StatusCode::FORBIDDEN);
+    let body: Value = plain.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "forbidden");
+    assert_eq!(session_state(&app, &other).await, "live");
+    let ok = admin
+        .http
+        .delete(&url)
+        .header(COOKIE, &admin.cookie)
+        .header("X-CSRF-Token", &admin.csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::NO_CONTENT);
+    assert_eq!(session_state(&app, &other).await, "revoked");
+}
+
+// ---- /v1/events ----
+
+/// A server-sent event stream being read.
+struct Events {
+    resp: reqwest::Response,
+    buf: String,
+}
+
+impl Events {
+    async fn open(app: &TestApp, token: &str) -> Events {
+        let resp = app
+            .http
+            .get(app.url("/v1/events"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert!(
+            resp.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/event-stream")
+        );
+        let mut e = Events {
+            resp,
+            buf: String::new(),
+        };
+        let (name, _) = e.next().await.expect("ready");
+        assert_eq!(name, "ready");
+        e
+    }
+
+    /// The next event other than a touch (the background flush announces those
+    /// whenever it runs).
+    async fn next_change(&mut self) -> Option<(String, Value)> {
+        loop {
+            let (name, data) = self.next().await?;
+            if name != "session.touched" {
+                return Some((name, data));
+            }
+        }
+    }
+
+    /// The next event (name, data), skipping keep-alive comments; `None` at the end.
+    async fn next(&mut self) -> Option<(String, Value)> {
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let mut name = None;
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        name = Some(v.trim().to_string());
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim());
+                    }
+                }
+                if let Some(name) = name {
+                    return Some((name, serde_json::from_str(&data).unwrap()));
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), self.resp.chunk())
+                .await
+                .expect("an event within 10 s")
+                .unwrap()?;
+            self.buf.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+}
+
+#[tokio::test]
+async fn events_are_filtered_by_user_unless_one_manages_users() {
+    let app = TestApp::spawn().await;
+    app.add_user("alice", "alice-password", &[]).await;
+    app.add_user("bob", "bob-password", &[]).await;
+    let (admin_token, _) = v1_login(&app, "admin", ADMIN_PASSWORD).await;
+    let (alice_token, _) = v1_login(&app, "alice", "alice-password").await;
+    let mut all = Events::open(&app, &admin_token).await;
+    let mut own = Events::open(&app, &alice_token).await;
+
+    let (_, bob_session) = v1_login(&app, "bob", "bob-password").await;
+    let (_, alice_session) = v1_login(&app, "alice", "alice-password").await;
+    // Events arrive in order: alice's first event is her own login, so bob's was
+    // withheld from her.
+    let (name, data) = own.next_change().await.unwrap();
+    assert_eq!(name, "session.started");
+    assert_eq!(data["session"]["id"], alice_session.as_str(), "{data}");
+    assert_eq!(data["session"]["user"]["name"], "alice");
+    assert_eq!(data["session"]["console_type"]["name"], "native API");
+    let (_, data) = all.next_change().await.unwrap();
+    assert_eq!(data["session"]["id"], bob_session.as_str(), "{data}");
+    let (_, data) = all.next_change().await.unwrap();
+    assert_eq!(data["session"]["id"], alice_session.as_str(), "{data}");
+}
+
+#[tokio::test]
+async fn touches_ends_and_user_changes_are_announced() {
+    let app = TestApp::spawn().await;
+    let alice = app.add_user("alice", "alice-password", &[]).await;
+    let (admin_token, _) = v1_login(&app, "admin", ADMIN_PASSWORD).await;
+    let (alice_token, alice_session) = v1_login(&app, "alice", "alice-password").await;
+    let mut events = Events::open(&app, &admin_token).await;
+
+    // Touches are announced by the flush, not per request.
+    app.advance(Duration::from_secs(90));
+    for _ in 0..3 {
+        let r = app
+            .http
+            .get(app.url("/v1/session"))
+            .bearer_auth(&alice_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    app.flush().await;
+    // The admin's own requests are touches too; find alice's.
+    let (name, data) = loop {
+        let (name, data) = events.next().await.unwrap();
+        if data["session_id"] == alice_session.as_str() {
+            break (name, data);
+        }
+    };
+    assert_eq!(name, "session.touched");
+    assert_eq!(data["user_id"], alice.id.0);
+    let expected = app.clock.now().to_string();
+    assert_eq!(data["last_accessed_at"], expected.as_str());
+
+    // Disabling alice: the user change, then her session's end.
+    let r = app
+        .http
+        .patch(app.url(&format!("/v1/users/{}", alice.id.0)))
+        .bearer_auth(&admin_token)
+        .json(&json!({"enabled": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (name, data) = events.next_change().await.unwrap();
+    assert_eq!(name, "user.changed", "{data}");
+    assert_eq!(data["change"], "user.disabled");
+    assert_eq!(data["user"]["name"], "alice");
+    let (name, data) = events.next_change().await.unwrap();
+    assert_eq!(name, "session.ended", "{data}");
+    assert_eq!(data["session_id"], alice_session.as_str());
+    assert_eq!(data["end_reason"], "revoked");
+}
+
+#[tokio::test]
+async fn a_stream_ends_with_its_session() {
+    let app = TestApp::spawn().await;
+    let (token, session) = v1_login(&app, "admin", ADMIN_PASSWORD).await;
+    let mut events = Events::open(&app, &token).await;
+    let out = app
+        .http
+        .post(app.url("/v1/logout"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 204);
+    let (name, data) = events.next_change().await.unwrap();
+    assert_eq!(name, "session.ended");
+    assert_eq!(data["session_id"], session.as_str());
+    assert_eq!(data["end_reason"], "logout");
+    assert!(
+        events.next().await.is_none(),
+        "the stream goes on after its session ended"
+    );
+    let again = app
+        .http
+        .get(app.url("/v1/events"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 401);
+}
+
+#[tokio::test]
+async fn a_stalled_subscriber_does_not_hold_up_logins() {
+    let app = TestApp::spawn().await;
+    let (token, _) = v1_login(&app, "admin", ADMIN_PASSWORD).await;
+    // Subscribed, and never read from.
+    let _stalled = app
+        .http
+        .get(app.url("/v1/events"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let mut held = app
+        .state
+        .service
+        .subscribe_events(&app.state.service.authenticate(&token).await.unwrap())
+        .await
+        .unwrap();
+    // More events than a subscriber may fall behind by: logins still return.
+    let logins = 40;
+    for _ in 0..logins {
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            v1_login(&app, "admin", ADMIN_PASSWORD),
+        )
+        .await
+        .expect("a login waited on a subscriber");
+    }
+    let mut started = 0;
+    while let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(200), held.next()).await {
+        if let sessiond::service::Delivery::Event(e) = d
+            && matches!(*e, sessiond::service::Event::SessionStarted { .. })
+        {
+            started += 1;
+        }
+    }
+    assert_eq!(started, logins, "the held subscription kept every event");
+}
