@@ -1,6 +1,7 @@
 //! The web console (/ui) over HTTP, in process: sign-in, cookie flags, CSRF on
 //! every form, authorization, bad input; and the live event stream (/v1/events).
 
+use crate::support::process::ServeProcess;
 use crate::support::{ADMIN_PASSWORD, TestApp};
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
@@ -749,4 +750,89 @@ async fn a_stalled_subscriber_does_not_hold_up_logins() {
         }
     }
     assert_eq!(started, logins, "the held subscription kept every event");
+}
+
+// ---- with the real binary ----
+
+#[tokio::test]
+async fn the_console_cookie_is_secure_under_tls() {
+    use crate::ops::{https, self_signed};
+    let cert = self_signed();
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", dir.path().join("s.db").display());
+    let server = ServeProcess::start(
+        &store,
+        &["--tls-cert", &cert.cert, "--tls-key", &cert.key],
+        &[("SESSIOND_ADMIN_PASSWORD", ADMIN_PASSWORD)],
+    );
+    let port = server.port;
+    server.wait_for_log(&format!("listening on https://127.0.0.1:{port}"));
+    let host = format!("127.0.0.1:{port}");
+    let empty = || http_body_util::Full::new(bytes::Bytes::new());
+    let req = hyper::Request::get("/ui/login")
+        .header("host", &host)
+        .body(empty())
+        .unwrap();
+    let (status, page, cookie) = https(port, &cert.der, req).await;
+    assert_eq!(status, 200);
+    let cookie = cookie.expect("login form cookie");
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    let form = format!(
+        "csrf={}&username=admin&password={ADMIN_PASSWORD}",
+        csrf_field(&page)
+    );
+    let req = hyper::Request::post("/ui/login")
+        .header("host", &host)
+        .header("cookie", cookie.split(';').next().unwrap())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(http_body_util::Full::new(bytes::Bytes::from(form)))
+        .unwrap();
+    let (status, page, cookie) = https(port, &cert.der, req).await;
+    assert_eq!(status, 303, "{page}");
+    let cookie = cookie.expect("session cookie");
+    assert!(cookie.starts_with("sessiond_console="), "{cookie}");
+    for flag in ["; Secure", "HttpOnly", "SameSite=Strict"] {
+        assert!(cookie.contains(flag), "{cookie}");
+    }
+}
+
+#[tokio::test]
+async fn an_open_event_stream_does_not_hold_up_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", dir.path().join("s.db").display());
+    let server = ServeProcess::start(&store, &[], &[("SESSIOND_ADMIN_PASSWORD", ADMIN_PASSWORD)]);
+    let http = reqwest::Client::new();
+    let login: Value = http
+        .post(format!("{}/v1/login", server.base()))
+        .json(&json!({"username": "admin", "password": ADMIN_PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut stream = http
+        .get(format!("{}/v1/events", server.base()))
+        .bearer_auth(login["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let first = stream.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("event: ready"));
+    // The graceful shutdown would wait up to http.shutdown_timeout (30 s) for an
+    // open response; the stream ends at once instead.
+    let started = std::time::Instant::now();
+    let status = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    let rest = tokio::time::timeout(Duration::from_secs(5), stream.chunk())
+        .await
+        .expect("the stream ended");
+    assert!(!matches!(rest, Ok(Some(_))), "{rest:?}");
 }

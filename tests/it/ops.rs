@@ -562,14 +562,14 @@ async fn shutdown_writes_pending_last_access_times() {
 
 // ---- TLS ----
 
-struct TestCert {
+pub(crate) struct TestCert {
     _dir: tempfile::TempDir,
-    cert: String,
-    key: String,
-    der: rustls::pki_types::CertificateDer<'static>,
+    pub(crate) cert: String,
+    pub(crate) key: String,
+    pub(crate) der: rustls::pki_types::CertificateDer<'static>,
 }
 
-fn self_signed() -> TestCert {
+pub(crate) fn self_signed() -> TestCert {
     let dir = tempfile::tempdir().unwrap();
     let ck =
         rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
@@ -586,7 +586,7 @@ fn self_signed() -> TestCert {
 }
 
 /// One HTTP/1.1 request over TLS, trusting only `ca`.
-async fn https(
+pub(crate) async fn https(
     port: u16,
     ca: &rustls::pki_types::CertificateDer<'static>,
     req: hyper::Request<http_body_util::Full<bytes::Bytes>>,
