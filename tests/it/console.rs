@@ -532,6 +532,156 @@ async fn the_console_cookie_works_on_v1_with_a_csrf_header_for_changes() {
     assert_eq!(session_state(&app, &other).await, "revoked");
 }
 
+#[tokio::test]
+async fn the_sessions_view_words_clients_idle_times_and_end_reasons() {
+    let app = TestApp::spawn().await;
+    app.add_user("alice", "alice-password", &[]).await;
+    let cv: Value = app
+        .http
+        .post(app.url("/Login"))
+        .header("Accept", "application/json")
+        .json(&json!({"username": "alice", "password": crate::support::b64("alice-password")}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(cv["token"].is_string(), "{cv}");
+    let vs = app
+        .http
+        .post(app.url("/api/session"))
+        .basic_auth("alice", Some("alice-password"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(vs.status(), 201);
+    let (_, native) = v1_login(&app, "alice", "alice-password").await;
+    app.advance(Duration::from_secs(3 * 60 + 5));
+    let admin = Console::sign_in(&app, "admin", ADMIN_PASSWORD).await;
+    let (_, page) = admin.get("/ui/sessions").await;
+    for words in [
+        "command line",
+        "Commvault",
+        "vSphere API (REST)",
+        "vSphere",
+        "native API",
+        "sessiond web console",
+        "web console",
+        "idle 3 min",
+        "idle &#60; 1 min",
+        "End all of alice",
+    ] {
+        assert!(page.contains(words), "{words:?} missing from:\n{page}");
+    }
+    let revoked = admin
+        .submit(&format!("/ui/sessions/{native}/end"), &[])
+        .await;
+    assert_eq!(revoked.status(), StatusCode::SEE_OTHER);
+    let (_, live) = admin.get("/ui/sessions").await;
+    assert!(!live.contains(&native));
+    let (_, ended) = admin.get("/ui/sessions?state=ended&user=alice").await;
+    assert!(ended.contains(&native), "{ended}");
+    assert!(
+        ended.contains("ended: ended by an administrator or user change"),
+        "{ended}"
+    );
+
+    // "End all of alice": a confirmation page, then every live session of hers ends.
+    let (status, confirm) = admin.get("/ui/users/2/end-sessions").await;
+    assert_eq!(status, 200);
+    assert!(
+        confirm.contains("End every live session of alice?"),
+        "{confirm}"
+    );
+    let all = admin.submit("/ui/users/2/end-sessions", &[]).await;
+    assert_eq!(all.status(), StatusCode::SEE_OTHER);
+    let live = app
+        .store()
+        .count_live_sessions(Some(sessiond::domain::UserId(2)), app.clock.now())
+        .await
+        .unwrap();
+    assert_eq!(live, 0);
+}
+
+/// 100,000 sessions: every page, however deep, is one keyset query on an index.
+#[tokio::test]
+async fn paging_stays_fast_with_a_hundred_thousand_sessions() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.db");
+    let url = format!("sqlite://{}", path.display());
+    let store_url = url.clone();
+    let app = TestApp::spawn_with(move |c| c.store = store_url).await;
+    let alice = app.add_user("alice", "alice-password", &[]).await;
+    let now = app.clock.now().unix_millis();
+    const N: i64 = 100_000;
+    let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    // Sessions i = 1..N, newest first by i, 10 ms apart; even ones ended.
+    sqlx::query(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+         INSERT INTO sessions (id, token_hash, user_id, user_name, host, user_agent, device_id,
+             description, console_type, dialect, browser_session_id, created_at, last_accessed_at,
+             idle_timeout_ms, expires_at, deadline_at, ended_at, end_reason)
+         SELECT printf('%08x-0000-4000-8000-%012x', i, i), randomblob(32), ?2, 'alice',
+             '10.0.0.' || (i % 250), '', '', '', 13, 'commvault', i, ?3 - i * 10, ?3 - i * 10,
+             1800000, ?3 - i * 10 + 86400000, ?3 - i * 10 + 1800000,
+             CASE WHEN i % 2 = 0 THEN ?3 - i * 10 + 5 END,
+             CASE WHEN i % 2 = 0 THEN 'logout' END
+         FROM n",
+    )
+    .bind(N)
+    .bind(alice.id.0)
+    .bind(now)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    db.close().await.unwrap();
+
+    let admin = Console::sign_in(&app, "admin", ADMIN_PASSWORD).await;
+    let rows = |html: &str| html.matches(r#"<tr id="s-"#).count();
+    let timed = |path: String| {
+        let admin = &admin;
+        async move {
+            let started = std::time::Instant::now();
+            let (status, page) = admin.get(&path).await;
+            assert_eq!(status, 200, "{path}");
+            (started.elapsed(), page)
+        }
+    };
+    // A cursor deep into the history (past 90,000 sessions).
+    let deep = sessiond::api::native::wire::session_cursor(sessiond::store::SessionCursor {
+        created_at: sessiond::domain::Timestamp::from_unix_millis(now - 90_000 * 10),
+        id: sessiond::domain::SessionId::parse("00015f90-0000-4000-8000-000000015f90").unwrap(),
+    });
+    let mut slowest = Duration::ZERO;
+    for path in [
+        "/ui/sessions?state=all".to_string(),
+        "/ui/sessions?state=live&user=alice".to_string(),
+        "/ui/sessions?state=ended&user=alice".to_string(),
+        format!("/ui/sessions?state=all&cursor={deep}"),
+        format!("/ui/sessions?state=live&user=alice&cursor={deep}"),
+    ] {
+        let (took, page) = timed(path.clone()).await;
+        assert_eq!(rows(&page), 50, "{path}");
+        assert!(page.contains("Older sessions"), "{path}");
+        slowest = slowest.max(took);
+    }
+    // The deep page starts right after the cursor: session 90,001.
+    let (_, page) = timed(format!("/ui/sessions?state=all&cursor={deep}")).await;
+    let first = page.find(r#"<tr id="s-"#).unwrap();
+    assert_eq!(
+        &page[first + 10..first + 46].to_lowercase(),
+        "00015f91-0000-4000-8000-000000015f91"
+    );
+    // Each page is one keyset query on an index: milliseconds. The bound is generous
+    // for a debug build on a shared machine.
+    assert!(
+        slowest < Duration::from_secs(2),
+        "slowest page took {slowest:?}"
+    );
+}
+
 // ---- /v1/events ----
 
 /// A server-sent event stream being read.
