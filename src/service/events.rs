@@ -102,11 +102,13 @@ pub enum Delivery {
 
 /// One subscriber's view of the events: all of them for a user administrator,
 /// else only those about the subscriber's own user. It ends when the
-/// subscriber's own session ends.
+/// subscriber's own session ends, and when the subscriber's user changes (its
+/// roles, and so its scope, may have changed: subscribe again).
 pub struct EventSubscription {
     rx: broadcast::Receiver<Arc<Event>>,
     /// `None`: everything.
     only: Option<UserId>,
+    own_user: UserId,
     own_session: SessionId,
     done: bool,
 }
@@ -120,6 +122,7 @@ impl EventSubscription {
         EventSubscription {
             rx,
             only: (!access.has(Permission::UserManagement)).then(|| caller.user_id()),
+            own_user: caller.user_id(),
             own_session: caller.session.id,
             done: false,
         }
@@ -130,8 +133,8 @@ impl EventSubscription {
         self.only.is_none()
     }
 
-    /// The next delivery, or `None` once the subscriber's session has ended (its end
-    /// is delivered first) or the bus is gone.
+    /// The next delivery, or `None` once the subscriber's session has ended or its
+    /// user changed (that event is delivered first), or the bus is gone.
     pub async fn next(&mut self) -> Option<Delivery> {
         if self.done {
             return None;
@@ -139,9 +142,12 @@ impl EventSubscription {
         loop {
             match self.rx.recv().await {
                 Ok(event) => {
-                    if let Event::SessionEnded { session, .. } = event.as_ref()
-                        && *session == self.own_session
-                    {
+                    let last = match event.as_ref() {
+                        Event::SessionEnded { session, .. } => *session == self.own_session,
+                        Event::UserChanged { user, .. } => *user == self.own_user,
+                        _ => false,
+                    };
+                    if last {
                         self.done = true;
                         return Some(Delivery::Event(event));
                     }

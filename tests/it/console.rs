@@ -864,6 +864,45 @@ async fn a_stream_ends_with_its_session() {
 }
 
 #[tokio::test]
+async fn a_stream_ends_when_its_user_changes_and_resubscribing_gets_the_new_scope() {
+    let app = TestApp::spawn().await;
+    let alice = app.add_user("alice", "alice-password", &[]).await;
+    let (admin_token, _) = v1_login(&app, "admin", ADMIN_PASSWORD).await;
+    let (alice_token, _) = v1_login(&app, "alice", "alice-password").await;
+    let mut events = Events::open(&app, &alice_token).await;
+    let r = app
+        .http
+        .patch(app.url(&format!("/v1/users/{}", alice.id.0)))
+        .bearer_auth(&admin_token)
+        .json(&json!({"roles": ["user-admin"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (name, data) = events.next_change().await.unwrap();
+    assert_eq!(name, "user.changed");
+    assert_eq!(data["change"], "user.changed");
+    assert!(
+        events.next().await.is_none(),
+        "the stream outlived a change of its user"
+    );
+    let resp = app
+        .http
+        .get(app.url("/v1/events"))
+        .bearer_auth(&alice_token)
+        .send()
+        .await
+        .unwrap();
+    let mut again = Events {
+        resp,
+        buf: String::new(),
+    };
+    let (name, data) = again.next().await.unwrap();
+    assert_eq!(name, "ready");
+    assert_eq!(data["scope"], "all");
+}
+
+#[tokio::test]
 async fn a_stalled_subscriber_does_not_hold_up_logins() {
     let app = TestApp::spawn().await;
     let (token, _) = v1_login(&app, "admin", ADMIN_PASSWORD).await;
