@@ -188,7 +188,9 @@ impl Service {
                 return Err(ServiceError::Unauthenticated);
             }
         }
-        self.inner.touches.record(session.id, session.user_id, now);
+        self.inner
+            .touches
+            .record_by(session.id, session.user_id, now);
         session.last_accessed_at = now;
         Ok(Caller { session })
     }

@@ -8,8 +8,10 @@
 //! Events are per instance: each instance announces what it did itself (its
 //! logins, its touch flushes, the ends it recorded). Nothing crosses instances.
 
-use super::{Access, Caller};
-use crate::domain::{AuditKind, Permission, Session, SessionEnd, SessionId, Timestamp, UserId};
+use super::{Access, Actor, Caller, Service, ServiceResult};
+use crate::domain::{
+    AuditKind, Permission, Session, SessionEnd, SessionId, Timestamp, User, UserId,
+};
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
@@ -88,6 +90,58 @@ impl EventBus {
     /// A raw subscription to every event (see [`super::Service::subscribe_events`]).
     pub(super) fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.tx.subscribe()
+    }
+}
+
+impl Service {
+    /// Subscribes the caller to live events: every user's with user management,
+    /// else only its own user's (see [`EventSubscription`]).
+    pub async fn subscribe_events(&self, caller: &Caller) -> ServiceResult<EventSubscription> {
+        // Subscribe first, so that nothing between the check and the subscription is missed.
+        let rx = self.inner.events.subscribe();
+        let access = self.access(&Actor::User(caller)).await?;
+        Ok(EventSubscription::new(rx, &access, caller))
+    }
+
+    pub(super) fn announce_start(&self, session: &Session) {
+        self.inner.events.publish(|| Event::SessionStarted {
+            session: session.clone(),
+        });
+    }
+
+    /// Announces written touches (called by the flush, never per request).
+    pub(super) fn announce_touches(&self, written: &[(SessionId, Timestamp)]) {
+        if !self.inner.events.has_subscribers() {
+            // Still forget the owners of written touches.
+            self.inner.touches.owners_of(written);
+            return;
+        }
+        for (session, user, last_accessed_at) in self.inner.touches.owners_of(written) {
+            self.inner.events.publish(|| Event::SessionTouched {
+                session,
+                user,
+                last_accessed_at,
+            });
+        }
+    }
+
+    pub(super) fn announce_end(&self, s: &Session) {
+        if let Some(end) = s.end {
+            self.inner.events.publish(|| Event::SessionEnded {
+                session: s.id,
+                user: s.user_id,
+                user_name: s.user_name.clone(),
+                end,
+            });
+        }
+    }
+
+    pub(super) fn announce_user_change(&self, user: &User, change: AuditKind) {
+        self.inner.events.publish(|| Event::UserChanged {
+            user: user.id,
+            user_name: user.name.clone(),
+            change,
+        });
     }
 }
 

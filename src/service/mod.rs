@@ -29,7 +29,6 @@ use crate::domain::{
     UserRef,
 };
 use crate::store::{SessionLimit, Store};
-use events::EventBus;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
@@ -177,10 +176,10 @@ pub struct Service {
 struct Inner {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    events: events::EventBus,
     config: ServiceConfig,
     passwords: Passwords,
     touches: TouchBuffer,
-    events: EventBus,
 }
 
 impl Service {
@@ -194,10 +193,10 @@ impl Service {
             inner: Arc::new(Inner {
                 store,
                 clock,
+                events: events::EventBus::default(),
                 config,
                 passwords,
                 touches: TouchBuffer::default(),
-                events: EventBus::default(),
             }),
         }
     }
@@ -246,22 +245,6 @@ impl Service {
         }
     }
 
-    /// Subscribes the caller to live events: every user's with user management,
-    /// else only its own user's. The subscription ends with the caller's session.
-    pub async fn subscribe_events(&self, caller: &Caller) -> ServiceResult<EventSubscription> {
-        // Subscribe first, so that nothing between the check and the subscription is missed.
-        let rx = self.inner.events.subscribe();
-        let access = self.access(&Actor::User(caller)).await?;
-        Ok(EventSubscription::new(rx, &access, caller))
-    }
-
-    /// Announces a new session to event subscribers.
-    fn announce_start(&self, session: &Session) {
-        self.inner.events.publish(|| Event::SessionStarted {
-            session: session.clone(),
-        });
-    }
-
     /// Records an audit event. A failure is logged, not returned: the operation
     /// it describes has already happened.
     async fn audit(&self, event: NewAuditEvent) {
@@ -291,28 +274,21 @@ impl Service {
         if batch.is_empty() {
             return Ok(());
         }
-        let writes: Vec<_> = batch.iter().map(|&(id, _, at)| (id, at)).collect();
-        if let Err(e) = self.store().touch_sessions(&writes).await {
+        if let Err(e) = self.store().touch_sessions(&batch).await {
             self.inner.touches.restore(batch);
             return Err(e.into());
         }
-        for (session, user, last_accessed_at) in batch {
-            self.inner.events.publish(|| Event::SessionTouched {
-                session,
-                user,
-                last_accessed_at,
-            });
-        }
+        self.announce_touches(&batch);
         Ok(())
     }
 
     /// Writes the pending touch of one session, so that the store decides its end
     /// with its true last access.
     async fn settle_touch(&self, id: crate::domain::SessionId) -> ServiceResult<()> {
-        if let Some((user, t)) = self.inner.touches.take_one(id)
+        if let Some(t) = self.inner.touches.take_one(id)
             && let Err(e) = self.store().touch_sessions(&[(id, t)]).await
         {
-            self.inner.touches.record(id, user, t);
+            self.inner.touches.record(id, t);
             return Err(e.into());
         }
         Ok(())
@@ -366,14 +342,7 @@ impl Service {
         actor: Option<UserRef>,
         source: &str,
     ) {
-        if let Some(end) = s.end {
-            self.inner.events.publish(|| Event::SessionEnded {
-                session: s.id,
-                user: s.user_id,
-                user_name: s.user_name.clone(),
-                end,
-            });
-        }
+        self.announce_end(s);
         let reason = s.end.map_or("", |e| e.reason.key());
         self.audit(NewAuditEvent {
             actor,

@@ -5,9 +5,10 @@
 //! written in one batch per flush interval (at most 1 s, see `SessionPolicy`), and
 //! on shutdown. This instance always sees its own pending touches (they are overlaid
 //! on what the store returns); another instance may see a last-access time that is
-//! up to one flush interval old. Each pending touch remembers its session's user,
-//! so that the flush can announce it (`Event::SessionTouched`) to that user's
-//! subscribers.
+//! up to one flush interval old.
+//!
+//! The buffer also remembers whose sessions it holds touches of, so that a flush
+//! can announce them (`Event::SessionTouched`) to that user's subscribers.
 
 use crate::domain::{SessionId, Timestamp, UserId};
 use std::collections::HashMap;
@@ -15,50 +16,89 @@ use std::sync::Mutex;
 
 #[derive(Default)]
 pub struct TouchBuffer {
-    pending: Mutex<HashMap<SessionId, (UserId, Timestamp)>>,
+    state: Mutex<State>,
 }
 
-/// A pending last-access update: session, its user, instant.
-pub type Touch = (SessionId, UserId, Timestamp);
+#[derive(Default)]
+struct State {
+    /// The latest touch of each session not yet written.
+    pending: HashMap<SessionId, Timestamp>,
+    /// The user of each session with a pending or unannounced touch.
+    owners: HashMap<SessionId, UserId>,
+}
 
 impl TouchBuffer {
-    pub fn record(&self, id: SessionId, user: UserId, at: Timestamp) {
-        let mut map = self.lock();
-        let t = map.entry(id).or_insert((user, at));
-        if t.1 < at {
-            t.1 = at;
+    pub fn record(&self, id: SessionId, at: Timestamp) {
+        let mut state = self.lock();
+        let t = state.pending.entry(id).or_insert(at);
+        if *t < at {
+            *t = at;
         }
+    }
+
+    /// Records a touch of a session of `user` (the hot path: what authentication does).
+    pub fn record_by(&self, id: SessionId, user: UserId, at: Timestamp) {
+        let mut state = self.lock();
+        state.owners.entry(id).or_insert(user);
+        let t = state.pending.entry(id).or_insert(at);
+        if *t < at {
+            *t = at;
+        }
+    }
+
+    /// The users of written touches, for announcing them. Owners of sessions that
+    /// are pending again are kept for the next flush; the others are forgotten.
+    pub fn owners_of(
+        &self,
+        written: &[(SessionId, Timestamp)],
+    ) -> Vec<(SessionId, UserId, Timestamp)> {
+        let mut state = self.lock();
+        let State { pending, owners } = &mut *state;
+        written
+            .iter()
+            .filter_map(|&(id, at)| {
+                let user = if pending.contains_key(&id) {
+                    owners.get(&id).copied()
+                } else {
+                    owners.remove(&id)
+                };
+                user.map(|u| (id, u, at))
+            })
+            .collect()
     }
 
     /// The latest pending touch of a session, if any.
     pub fn pending(&self, id: SessionId) -> Option<Timestamp> {
-        self.lock().get(&id).map(|t| t.1)
+        self.lock().pending.get(&id).copied()
     }
 
     /// Takes everything pending, leaving the buffer empty.
-    pub fn take(&self) -> Vec<Touch> {
-        let mut map = self.lock();
-        if map.is_empty() {
+    pub fn take(&self) -> Vec<(SessionId, Timestamp)> {
+        let mut state = self.lock();
+        if state.pending.is_empty() {
             return Vec::new();
         }
-        map.drain().map(|(id, (user, at))| (id, user, at)).collect()
+        state.pending.drain().collect()
     }
 
     /// Puts back touches that could not be written (keeping the later of two).
-    pub fn restore(&self, touches: Vec<Touch>) {
-        for (id, user, at) in touches {
-            self.record(id, user, at);
+    pub fn restore(&self, touches: Vec<(SessionId, Timestamp)>) {
+        for (id, at) in touches {
+            self.record(id, at);
         }
     }
 
-    /// Removes and returns the pending touch of one session.
-    pub fn take_one(&self, id: SessionId) -> Option<(UserId, Timestamp)> {
-        self.lock().remove(&id)
+    /// Removes and returns the pending touch of one session. Only done before the
+    /// session ends, so its touch is not announced.
+    pub fn take_one(&self, id: SessionId) -> Option<Timestamp> {
+        let mut state = self.lock();
+        state.owners.remove(&id);
+        state.pending.remove(&id)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, (UserId, Timestamp)>> {
-        // A panic while holding this lock cannot leave the map inconsistent.
-        self.pending
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the maps inconsistent.
+        self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -72,15 +112,46 @@ mod tests {
     fn keeps_the_latest_touch_and_drains() {
         let b = TouchBuffer::default();
         let id = SessionId::generate();
-        let u = UserId(7);
-        b.record(id, u, Timestamp::from_unix_millis(5));
-        b.record(id, u, Timestamp::from_unix_millis(3));
+        b.record(id, Timestamp::from_unix_millis(5));
+        b.record(id, Timestamp::from_unix_millis(3));
         assert_eq!(b.pending(id), Some(Timestamp::from_unix_millis(5)));
         let taken = b.take();
-        assert_eq!(taken, vec![(id, u, Timestamp::from_unix_millis(5))]);
+        assert_eq!(taken, vec![(id, Timestamp::from_unix_millis(5))]);
         assert_eq!(b.pending(id), None);
-        b.record(id, u, Timestamp::from_unix_millis(9));
+        b.record(id, Timestamp::from_unix_millis(9));
         b.restore(taken);
         assert_eq!(b.pending(id), Some(Timestamp::from_unix_millis(9)));
+    }
+
+    #[test]
+    fn owners_are_kept_until_their_touches_are_announced() {
+        let b = TouchBuffer::default();
+        let (id, other) = (SessionId::generate(), SessionId::generate());
+        let u = UserId(7);
+        b.record_by(id, u, Timestamp::from_unix_millis(5));
+        b.record_by(other, UserId(8), Timestamp::from_unix_millis(5));
+        let taken = b.take();
+        // A new touch of `id` arrives before the flush finishes.
+        b.record_by(id, u, Timestamp::from_unix_millis(6));
+        let mut announced = b.owners_of(&taken);
+        announced.sort_by_key(|t| t.1);
+        assert_eq!(
+            announced,
+            vec![
+                (id, u, Timestamp::from_unix_millis(5)),
+                (other, UserId(8), Timestamp::from_unix_millis(5))
+            ]
+        );
+        // `id`'s owner is still known for the next flush; `other`'s is gone.
+        let next = b.take();
+        assert_eq!(
+            b.owners_of(&next),
+            vec![(id, u, Timestamp::from_unix_millis(6))]
+        );
+        assert_eq!(b.owners_of(&taken), vec![]);
+        // A session settled before it ends is forgotten.
+        b.record_by(id, u, Timestamp::from_unix_millis(7));
+        b.take_one(id);
+        assert_eq!(b.owners_of(&[(id, Timestamp::from_unix_millis(7))]), vec![]);
     }
 }

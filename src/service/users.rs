@@ -432,11 +432,7 @@ impl Service {
         origin: &Origin,
         detail: String,
     ) {
-        self.inner.events.publish(|| super::Event::UserChanged {
-            user: user.id,
-            user_name: user.name.clone(),
-            change: kind,
-        });
+        self.announce_user_change(user, kind);
         self.audit(NewAuditEvent {
             actor: actor_ref(access),
             subject: Some(user_ref(user)),

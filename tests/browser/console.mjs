@@ -1,5 +1,5 @@
 // End-to-end test of the sessiond web console in a real browser (Debian's
-// chromium, driven by playwright-core). Run by tests/it/browser.rs against a real
+// chromium, driven by playwright-core). Run by tests/it/console/browser.rs against a real
 // `sessiond serve`; prints one JSON line of results and exits non-zero on failure.
 //
 // Environment: BASE (http://127.0.0.1:PORT), ADMIN_PASSWORD, PLAIN_USER,

@@ -1,5 +1,8 @@
 //! The web console (/ui) over HTTP, in process: sign-in, cookie flags, CSRF on
 //! every form, authorization, bad input; and the live event stream (/v1/events).
+//! `browser` drives the console in chromium.
+
+mod browser;
 
 use crate::support::process::ServeProcess;
 use crate::support::{ADMIN_PASSWORD, TestApp};

@@ -4,7 +4,6 @@
 // Tests may unwrap and panic: a panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod browser;
 mod cli;
 mod cluster;
 mod commvault;
