@@ -134,7 +134,7 @@ try {
   await page.getByLabel("State").selectOption("ended");
   await page.getByRole("button", { name: "Show" }).click();
   await page.waitForURL(/state=ended/);
-  assert.match(await sessionRow(page, PLAIN_USER).first().innerText(), /ended: ended by an administrator/);
+  assert.match(await sessionRow(page, PLAIN_USER).first().innerText(), /ended: revoked/);
   step("ended sessions are listed with their end reason");
 
   // Live end: a session ended elsewhere is marked ended in place.

@@ -72,8 +72,8 @@ pub fn reason_text(r: EndReason) -> &'static str {
         EndReason::Logout => "signed out",
         EndReason::Idle => "idle timeout",
         EndReason::Absolute => "lifetime reached",
-        EndReason::Revoked => "ended by an administrator or user change",
-        EndReason::Evicted => "pushed out by a newer sign-in",
+        EndReason::Revoked => "revoked",
+        EndReason::Evicted => "evicted by a newer sign-in",
     }
 }
 

@@ -16,7 +16,7 @@
   var DIALECTS = { commvault: "Commvault", vsphere: "vSphere", native: "native API", "web-console": "web console" };
   var REASONS = {
     logout: "signed out", idle: "idle timeout", absolute: "lifetime reached",
-    revoked: "ended by an administrator or user change", evicted: "pushed out by a newer sign-in"
+    revoked: "revoked", evicted: "evicted by a newer sign-in"
   };
 
   function pad(n) { return (n < 10 ? "0" : "") + n; }
