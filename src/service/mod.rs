@@ -6,6 +6,7 @@
 
 mod audit;
 mod auth;
+mod cache;
 mod error;
 mod lockout;
 mod password;
@@ -27,6 +28,7 @@ use crate::domain::{
     UserRef,
 };
 use crate::store::{SessionLimit, Store};
+use cache::SessionCache;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +57,10 @@ pub struct SessionPolicy {
     /// How often coalesced last-access updates are written (at most 1 s).
     #[serde(with = "humantime_serde")]
     pub touch_flush_interval: Duration,
+    /// Most sessions kept in the in-process validation cache (0: none). Used only
+    /// with a store that publishes a session generation (the embedded SQLite
+    /// store); see `service::cache`.
+    pub cache_capacity: usize,
     /// Whether changing one's own password also ends one's other sessions (the
     /// session that made the change stays). A password set by someone else always
     /// ends all of that user's sessions.
@@ -70,6 +76,7 @@ impl Default for SessionPolicy {
             history_retention: Duration::from_secs(30 * 24 * 3600),
             sweep_interval: Duration::from_secs(30),
             touch_flush_interval: Duration::from_millis(500),
+            cache_capacity: 10_000,
             password_change_ends_other_sessions: true,
         }
     }
@@ -177,6 +184,7 @@ struct Inner {
     config: ServiceConfig,
     passwords: Passwords,
     touches: TouchBuffer,
+    cache: SessionCache,
 }
 
 impl Service {
@@ -186,8 +194,10 @@ impl Service {
         config: ServiceConfig,
         passwords: Passwords,
     ) -> Self {
+        let cache = SessionCache::new(config.session.cache_capacity);
         Service {
             inner: Arc::new(Inner {
+                cache,
                 store,
                 clock,
                 config,
@@ -208,6 +218,11 @@ impl Service {
     /// The password hasher (its counters tell how often it ran).
     pub fn passwords(&self) -> &Passwords {
         &self.inner.passwords
+    }
+
+    /// How many sessions the validation cache holds (for tests of its bound).
+    pub fn cached_sessions(&self) -> usize {
+        self.inner.cache.len()
     }
 
     fn store(&self) -> &dyn Store {

@@ -11,6 +11,7 @@
 //! - Conditional updates (end only if live, rotate only if the old hash matches, sweep
 //!   only what is still live) make concurrent instances safe without locks held across calls.
 
+mod generation;
 mod postgres;
 mod redis;
 mod sqlite;
@@ -227,6 +228,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Cheap round trip to the backend.
     async fn ping(&self) -> StoreResult<()>;
+
+    /// A value that changes (on every process sharing this store) whenever a session
+    /// ends, a token is rotated or a user changes; `None` when the backend cannot
+    /// say so cheaply and reliably. While it is `Some` and unchanged, a session found
+    /// live may be served from an in-process cache (see `service::cache`). Only the
+    /// embedded SQLite store has one (its generation file); PostgreSQL and Redis
+    /// serve several instances that would need a shared signal, so they have none
+    /// and every validation reads the store.
+    fn session_generation(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Connection settings of the server backends (`[store_options]`); the embedded
