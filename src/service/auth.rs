@@ -172,7 +172,7 @@ impl Service {
         let now = self.now();
         // Read before the store lookup: a write racing with it moves the generation
         // and the insert below is refused.
-        let generation = self.store().session_generation();
+        let generation = self.store().session_generation().map(|g| g.changes);
         if let Some(g) = generation
             && let Some(mut session) = self.inner.cache.get(g, &hash)
         {
@@ -275,8 +275,7 @@ impl Service {
 
     /// The user behind a caller (for dialects that render user details).
     pub async fn caller_user(&self, caller: &Caller) -> ServiceResult<User> {
-        self.store()
-            .get_user(caller.user_id())
+        self.user_by_id(caller.user_id())
             .await?
             .ok_or(ServiceError::Unauthenticated)
     }

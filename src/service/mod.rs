@@ -185,6 +185,9 @@ struct Inner {
     passwords: Passwords,
     touches: TouchBuffer,
     cache: SessionCache,
+    /// Moved by every write of pending touches: cached listings read before it are
+    /// stale (they lack the flushed touches the overlay no longer provides).
+    touch_epoch: std::sync::atomic::AtomicU64,
 }
 
 impl Service {
@@ -203,6 +206,7 @@ impl Service {
                 config,
                 passwords,
                 touches: TouchBuffer::default(),
+                touch_epoch: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
@@ -243,8 +247,7 @@ impl Service {
             }),
             Actor::User(caller) => {
                 let user = self
-                    .store()
-                    .get_user(caller.user_id())
+                    .user_by_id(caller.user_id())
                     .await?
                     .filter(|u| u.enabled)
                     .ok_or(ServiceError::Unauthenticated)?;
@@ -254,6 +257,34 @@ impl Service {
                 })
             }
         }
+    }
+
+    /// A user by id for authorization and display, from the cache when the store
+    /// publishes a generation (see `cache.rs`). Changes to users go to the store.
+    async fn user_by_id(&self, id: UserId) -> ServiceResult<Option<User>> {
+        let generation = self.store().session_generation();
+        if let Some(g) = generation
+            && let Some(u) = self.inner.cache.user(g.changes, id)
+        {
+            return Ok(Some(u));
+        }
+        let user = self.store().get_user(id).await?;
+        if let (Some(g), Some(u)) = (generation, &user) {
+            self.inner.cache.insert_user(g.changes, u.clone());
+        }
+        Ok(user)
+    }
+
+    fn touch_epoch(&self) -> u64 {
+        self.inner
+            .touch_epoch
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn next_touch_epoch(&self) {
+        self.inner
+            .touch_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Records an audit event. A failure is logged, not returned: the operation
@@ -285,7 +316,9 @@ impl Service {
         if batch.is_empty() {
             return Ok(());
         }
-        if let Err(e) = self.store().touch_sessions(&batch).await {
+        let written = self.store().touch_sessions(&batch).await;
+        self.next_touch_epoch();
+        if let Err(e) = written {
             self.inner.touches.restore(batch);
             return Err(e.into());
         }
@@ -295,11 +328,13 @@ impl Service {
     /// Writes the pending touch of one session, so that the store decides its end
     /// with its true last access.
     async fn settle_touch(&self, id: crate::domain::SessionId) -> ServiceResult<()> {
-        if let Some(t) = self.inner.touches.take_one(id)
-            && let Err(e) = self.store().touch_sessions(&[(id, t)]).await
-        {
-            self.inner.touches.record(id, t);
-            return Err(e.into());
+        if let Some(t) = self.inner.touches.take_one(id) {
+            let written = self.store().touch_sessions(&[(id, t)]).await;
+            self.next_touch_epoch();
+            if let Err(e) = written {
+                self.inner.touches.record(id, t);
+                return Err(e.into());
+            }
         }
         Ok(())
     }

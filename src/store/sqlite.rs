@@ -5,7 +5,7 @@
 //! with `synchronous = FULL` so a commit is on disk before the method returns.
 //! Reads use a small pool of read-only connections that see every committed write.
 
-use super::generation::Generation;
+use super::generation::{Generation, Slot, StoreGeneration};
 use super::{
     AuditQuery, CreatedSession, FailureRecord, SessionLimit, SessionQuery, StateFilter, Store,
     StoreError, StoreResult,
@@ -177,6 +177,7 @@ impl SqliteStore {
         .await
         .map_err(backend)?;
         tx.commit().await.map_err(backend)?;
+        self.generation.bump(Slot::Listings);
         Ok(UserId(first))
     }
 
@@ -407,7 +408,7 @@ impl Store for SqliteStore {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        self.generation.bump();
+        self.generation.bump(Slot::Changes);
         Ok(())
     }
 
@@ -417,7 +418,7 @@ impl Store for SqliteStore {
             .execute(&self.writer)
             .await
             .map_err(backend)?;
-        self.generation.bump();
+        self.generation.bump(Slot::Changes);
         Ok(done.rows_affected() > 0)
     }
 
@@ -513,8 +514,9 @@ impl Store for SqliteStore {
         .map_err(backend)?;
         tx.commit().await.map_err(backend)?;
         if !evicted.is_empty() {
-            self.generation.bump();
+            self.generation.bump(Slot::Changes);
         }
+        self.generation.bump(Slot::Listings);
         Ok(CreatedSession {
             session: new.into_session(bsid),
             evicted,
@@ -582,7 +584,7 @@ impl Store for SqliteStore {
         .await
         .map_err(backend)?;
         if row.is_some() {
-            self.generation.bump();
+            self.generation.bump(Slot::Changes);
         }
         row.as_ref().map(session_from_row).transpose()
     }
@@ -607,7 +609,7 @@ impl Store for SqliteStore {
         .await
         .map_err(backend)?;
         if !rows.is_empty() {
-            self.generation.bump();
+            self.generation.bump(Slot::Changes);
         }
         sessions_from_rows(&rows)
     }
@@ -628,7 +630,7 @@ impl Store for SqliteStore {
         .await
         .map_err(backend)?;
         if done.rows_affected() > 0 {
-            self.generation.bump();
+            self.generation.bump(Slot::Changes);
         }
         Ok(done.rows_affected() == 1)
     }
@@ -692,7 +694,7 @@ impl Store for SqliteStore {
         .await
         .map_err(backend)?;
         if !rows.is_empty() {
-            self.generation.bump();
+            self.generation.bump(Slot::Changes);
         }
         sessions_from_rows(&rows)
     }
@@ -707,6 +709,9 @@ impl Store for SqliteStore {
         .execute(&self.writer)
         .await
         .map_err(backend)?;
+        if done.rows_affected() > 0 {
+            self.generation.bump(Slot::Listings);
+        }
         Ok(done.rows_affected())
     }
 
@@ -852,7 +857,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn session_generation(&self) -> Option<u64> {
+    fn session_generation(&self) -> Option<StoreGeneration> {
         self.generation.current()
     }
 

@@ -203,3 +203,58 @@ async fn the_cache_holds_at_most_its_capacity() {
     }
     assert_eq!(app.state.service.cached_sessions(), 2);
 }
+
+#[tokio::test]
+async fn two_servers_on_one_file_see_each_others_logins_ends_and_renewals() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", dir.path().join("shared.db").display());
+    let a = ServeProcess::start(&store, &[], &[("SESSIOND_ADMIN_PASSWORD", PW)]);
+    let b = ServeProcess::start(&store, &[], &[]);
+    let (a_base, b_base) = (a.base(), b.base());
+    let http = reqwest::Client::new();
+    let list = |base: String, token: String, id: String| {
+        let http = http.clone();
+        async move {
+            let r = http
+                .get(format!("{base}{CV}/Session?userId={id}"))
+                .header("Authtoken", token)
+                .header("Accept", "application/json")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()["sessions"]
+                .as_array()
+                .unwrap()
+                .len()
+        }
+    };
+    let (t1, id) = cv_login(&http, &a_base, "admin", PW).await;
+    assert_eq!(list(a_base.clone(), t1.clone(), id.clone()).await, 1);
+    assert_eq!(list(b_base.clone(), t1.clone(), id.clone()).await, 1);
+    // A login on B is listed by A on its next request (the listing generation).
+    let (t2, _) = cv_login(&http, &b_base, "admin", PW).await;
+    assert_eq!(list(a_base.clone(), t1.clone(), id.clone()).await, 2);
+    // A logout on B ends the session A has cached.
+    assert_eq!(cv_status(&http, &a_base, &t2, &id).await, 200);
+    let r = http
+        .post(format!("{b_base}{CV}/Logout"))
+        .header("Authtoken", &t2)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(cv_status(&http, &a_base, &t2, &id).await, 401);
+    // A renewal on A kills the old token on B.
+    assert_eq!(cv_status(&http, &b_base, &t1, &id).await, 200);
+    let r = http
+        .post(format!("{a_base}{CV}/RenewLoginToken"))
+        .header("Authtoken", &t1)
+        .header("Accept", "application/json")
+        .json(&json!({"sessionId": t1, "deviceId": "dev"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(cv_status(&http, &b_base, &t1, &id).await, 401);
+}
