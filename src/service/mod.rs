@@ -452,3 +452,101 @@ pub struct Origin {
     pub dialect: Dialect,
     pub source: String,
 }
+
+#[cfg(test)]
+mod touch_bound_tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::domain::{
+        ClientInfo, ConsoleType, NewSession, NewUser, PasswordHash, SessionId, SessionToken,
+    };
+
+    /// Touches are not written on the request path; the background task writes them
+    /// (every `touch_flush_interval`, validated ≤ `MAX_TOUCH_STALENESS`) and once more
+    /// when it stops, so a graceful shutdown loses none.
+    #[tokio::test]
+    async fn touches_are_batched_and_written_at_shutdown() {
+        let store: Arc<dyn Store> = Arc::new(
+            crate::store::SqliteStore::open("sqlite::memory:")
+                .await
+                .unwrap(),
+        );
+        let clock = ManualClock::starting_now();
+        let start = clock.now();
+        let user = store
+            .create_user(NewUser {
+                name: "alice".into(),
+                guid: "g".into(),
+                full_name: String::new(),
+                email: String::new(),
+                description: String::new(),
+                enabled: true,
+                roles: Vec::new(),
+                password_hash: PasswordHash("x".into()),
+                created_at: start,
+            })
+            .await
+            .unwrap();
+        let token = SessionToken::generate().unwrap();
+        let session = store
+            .create_session(
+                NewSession {
+                    id: SessionId::generate(),
+                    token_hash: token.hash(),
+                    user_id: user.id,
+                    user_name: user.name.clone(),
+                    client: ClientInfo::default(),
+                    console_type: ConsoleType::CommandLine,
+                    dialect: Dialect::Native,
+                    created_at: start,
+                    idle_timeout: Duration::from_secs(600),
+                    expires_at: start.plus(Duration::from_secs(3600)),
+                },
+                SessionLimit::Unlimited,
+            )
+            .await
+            .unwrap()
+            .session;
+        let config = ServiceConfig::default();
+        let svc = Service::new(
+            store.clone(),
+            Arc::new(clock.clone()),
+            config,
+            Passwords::new(crate::service::Argon2Config::TEST).unwrap(),
+        );
+        clock.advance(Duration::from_secs(5));
+        let touched_at = clock.now();
+        svc.authenticate(&token.to_hex()).await.unwrap();
+        let stored = |s: Arc<dyn Store>| async move {
+            s.get_session(session.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .last_accessed_at
+        };
+        assert_eq!(stored(store.clone()).await, start, "not written at once");
+        svc.flush_touches().await.unwrap();
+        assert_eq!(stored(store.clone()).await, touched_at);
+        let mut too_slow = config_with_interval(Duration::from_millis(1500));
+        assert!(too_slow.validate().is_err());
+        too_slow.touch_flush_interval = MAX_TOUCH_STALENESS;
+        assert!(too_slow.validate().is_ok());
+
+        let stop = CancellationToken::new();
+        let background = svc.spawn_background(stop.clone());
+        // A touch pending at shutdown is written by the background task's last flush.
+        clock.advance(Duration::from_secs(5));
+        let last = clock.now();
+        svc.authenticate(&token.to_hex()).await.unwrap();
+        stop.cancel();
+        background.await.unwrap();
+        assert_eq!(stored(store.clone()).await, last);
+    }
+
+    fn config_with_interval(d: Duration) -> SessionPolicy {
+        SessionPolicy {
+            touch_flush_interval: d,
+            ..SessionPolicy::default()
+        }
+    }
+}
