@@ -42,6 +42,11 @@ pub struct HttpConfig {
     /// are dropped.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Log a `finished processing request` line (status, latency) for every request
+    /// at `info`; with `false` it is logged at `debug`. The request span, and so the
+    /// request id on every other line, stays either way. Formatting and writing that
+    /// line is the largest single cost of a session validation (see bench/REPORT.md).
+    pub request_log: bool,
 }
 
 impl Default for HttpConfig {
@@ -51,6 +56,7 @@ impl Default for HttpConfig {
             trusted_proxies: Vec::new(),
             metrics: true,
             shutdown_timeout: Duration::from_secs(30),
+            request_log: true,
         }
     }
 }
@@ -109,7 +115,12 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::routes(&state))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit));
-    ops::instrument(routes).with_state(state)
+    let level = if state.http.request_log {
+        tracing::Level::INFO
+    } else {
+        tracing::Level::DEBUG
+    };
+    ops::instrument(routes, level).with_state(state)
 }
 
 async fn not_found() -> impl IntoResponse {

@@ -74,8 +74,9 @@ async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
 }
 
 /// Wraps every route (and the fallback) of `router` in the request-id, tracing and
-/// latency layers. Call it after the last route is added.
-pub fn instrument(router: Router<AppState>) -> Router<AppState> {
+/// latency layers; the line for each finished request is logged at `response_level`.
+/// Call it after the last route is added.
+pub fn instrument(router: Router<AppState>, response_level: Level) -> Router<AppState> {
     router.layer(
         ServiceBuilder::new()
             .layer(MapRequestLayer::new(
@@ -85,7 +86,7 @@ pub fn instrument(router: Router<AppState>) -> Router<AppState> {
             .layer(
                 TraceLayer::new_for_http()
                     .make_span_with(request_span as fn(&Request) -> Span)
-                    .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                    .on_response(DefaultOnResponse::new().level(response_level)),
             )
             .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
             .layer(axum::middleware::from_fn(record_latency)),

@@ -164,17 +164,40 @@ impl Service {
 
     /// The hot path: resolves a token (as the client sent it) to a live session and
     /// touches it. Expired sessions are recorded as ended and refused.
+    ///
+    /// With a store that publishes a session generation, a session found live is
+    /// served from the in-process cache until the generation moves (see `cache.rs`).
     pub async fn authenticate(&self, token: &str) -> ServiceResult<Caller> {
         let token = SessionToken::parse(token).ok_or(ServiceError::Unauthenticated)?;
+        let hash = token.hash();
+        let now = self.now();
+        // Read before the store lookup: a write racing with it moves the generation
+        // and the insert below is refused.
+        let generation = self.store().session_generation().map(|g| g.changes);
+        if let Some(g) = generation
+            && let Some(mut session) = self.inner.cache.get(g, &hash)
+        {
+            if let Some(t) = self.inner.touches.pending(session.id) {
+                session.last_accessed_at = session.last_accessed_at.max(t);
+            }
+            if session.state_at(now) == SessionState::Live {
+                self.inner.touches.record(session.id, now);
+                self.inner.cache.touch(&hash, now);
+                session.last_accessed_at = now;
+                return Ok(Caller { session });
+            }
+            // The cached copy may be staler than the store (touches made by another
+            // process): let the store decide.
+            self.inner.cache.remove(&hash);
+        }
         let mut session = self
             .store()
-            .find_session_by_token(&token.hash())
+            .find_session_by_token(&hash)
             .await?
             .ok_or(ServiceError::Unauthenticated)?;
         if let Some(t) = self.inner.touches.pending(session.id) {
             session.last_accessed_at = session.last_accessed_at.max(t);
         }
-        let now = self.now();
         match session.state_at(now) {
             SessionState::Live => {}
             SessionState::Ended(end) => {
@@ -192,6 +215,9 @@ impl Service {
             .touches
             .record_by(session.id, session.user_id, now);
         session.last_accessed_at = now;
+        if let Some(g) = generation {
+            self.inner.cache.insert(g, hash, session.clone());
+        }
         Ok(Caller { session })
     }
 
@@ -252,8 +278,7 @@ impl Service {
 
     /// The user behind a caller (for dialects that render user details).
     pub async fn caller_user(&self, caller: &Caller) -> ServiceResult<User> {
-        self.store()
-            .get_user(caller.user_id())
+        self.user_by_id(caller.user_id())
             .await?
             .ok_or(ServiceError::Unauthenticated)
     }

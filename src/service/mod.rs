@@ -6,6 +6,7 @@
 
 mod audit;
 mod auth;
+mod cache;
 mod error;
 mod events;
 mod lockout;
@@ -29,6 +30,7 @@ use crate::domain::{
     UserRef,
 };
 use crate::store::{SessionLimit, Store};
+use cache::SessionCache;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,6 +59,10 @@ pub struct SessionPolicy {
     /// How often coalesced last-access updates are written (at most 1 s).
     #[serde(with = "humantime_serde")]
     pub touch_flush_interval: Duration,
+    /// Most sessions kept in the in-process validation cache (0: none). Used only
+    /// with a store that publishes a session generation (the embedded SQLite
+    /// store); see `service::cache`.
+    pub cache_capacity: usize,
     /// Whether changing one's own password also ends one's other sessions (the
     /// session that made the change stays). A password set by someone else always
     /// ends all of that user's sessions.
@@ -72,6 +78,7 @@ impl Default for SessionPolicy {
             history_retention: Duration::from_secs(30 * 24 * 3600),
             sweep_interval: Duration::from_secs(30),
             touch_flush_interval: Duration::from_millis(500),
+            cache_capacity: 10_000,
             password_change_ends_other_sessions: true,
         }
     }
@@ -180,6 +187,10 @@ struct Inner {
     config: ServiceConfig,
     passwords: Passwords,
     touches: TouchBuffer,
+    cache: SessionCache,
+    /// Moved by every write of pending touches: cached listings read before it are
+    /// stale (they lack the flushed touches the overlay no longer provides).
+    touch_epoch: std::sync::atomic::AtomicU64,
 }
 
 impl Service {
@@ -189,14 +200,17 @@ impl Service {
         config: ServiceConfig,
         passwords: Passwords,
     ) -> Self {
+        let cache = SessionCache::new(config.session.cache_capacity);
         Service {
             inner: Arc::new(Inner {
+                cache,
                 store,
                 clock,
                 events: events::EventBus::default(),
                 config,
                 passwords,
                 touches: TouchBuffer::default(),
+                touch_epoch: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
@@ -212,6 +226,11 @@ impl Service {
     /// The password hasher (its counters tell how often it ran).
     pub fn passwords(&self) -> &Passwords {
         &self.inner.passwords
+    }
+
+    /// How many sessions the validation cache holds (for tests of its bound).
+    pub fn cached_sessions(&self) -> usize {
+        self.inner.cache.len()
     }
 
     fn store(&self) -> &dyn Store {
@@ -232,8 +251,7 @@ impl Service {
             }),
             Actor::User(caller) => {
                 let user = self
-                    .store()
-                    .get_user(caller.user_id())
+                    .user_by_id(caller.user_id())
                     .await?
                     .filter(|u| u.enabled)
                     .ok_or(ServiceError::Unauthenticated)?;
@@ -243,6 +261,34 @@ impl Service {
                 })
             }
         }
+    }
+
+    /// A user by id for authorization and display, from the cache when the store
+    /// publishes a generation (see `cache.rs`). Changes to users go to the store.
+    async fn user_by_id(&self, id: UserId) -> ServiceResult<Option<User>> {
+        let generation = self.store().session_generation();
+        if let Some(g) = generation
+            && let Some(u) = self.inner.cache.user(g.changes, id)
+        {
+            return Ok(Some(u));
+        }
+        let user = self.store().get_user(id).await?;
+        if let (Some(g), Some(u)) = (generation, &user) {
+            self.inner.cache.insert_user(g.changes, u.clone());
+        }
+        Ok(user)
+    }
+
+    fn touch_epoch(&self) -> u64 {
+        self.inner
+            .touch_epoch
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn next_touch_epoch(&self) {
+        self.inner
+            .touch_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Records an audit event. A failure is logged, not returned: the operation
@@ -274,7 +320,9 @@ impl Service {
         if batch.is_empty() {
             return Ok(());
         }
-        if let Err(e) = self.store().touch_sessions(&batch).await {
+        let written = self.store().touch_sessions(&batch).await;
+        self.next_touch_epoch();
+        if let Err(e) = written {
             self.inner.touches.restore(batch);
             return Err(e.into());
         }
@@ -285,11 +333,13 @@ impl Service {
     /// Writes the pending touch of one session, so that the store decides its end
     /// with its true last access.
     async fn settle_touch(&self, id: crate::domain::SessionId) -> ServiceResult<()> {
-        if let Some(t) = self.inner.touches.take_one(id)
-            && let Err(e) = self.store().touch_sessions(&[(id, t)]).await
-        {
-            self.inner.touches.record(id, t);
-            return Err(e.into());
+        if let Some(t) = self.inner.touches.take_one(id) {
+            let written = self.store().touch_sessions(&[(id, t)]).await;
+            self.next_touch_epoch();
+            if let Err(e) = written {
+                self.inner.touches.record(id, t);
+                return Err(e.into());
+            }
         }
         Ok(())
     }
@@ -409,4 +459,102 @@ impl Service {
 pub struct Origin {
     pub dialect: Dialect,
     pub source: String,
+}
+
+#[cfg(test)]
+mod touch_bound_tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::domain::{
+        ClientInfo, ConsoleType, NewSession, NewUser, PasswordHash, SessionId, SessionToken,
+    };
+
+    /// Touches are not written on the request path; the background task writes them
+    /// (every `touch_flush_interval`, validated ≤ `MAX_TOUCH_STALENESS`) and once more
+    /// when it stops, so a graceful shutdown loses none.
+    #[tokio::test]
+    async fn touches_are_batched_and_written_at_shutdown() {
+        let store: Arc<dyn Store> = Arc::new(
+            crate::store::SqliteStore::open("sqlite::memory:")
+                .await
+                .unwrap(),
+        );
+        let clock = ManualClock::starting_now();
+        let start = clock.now();
+        let user = store
+            .create_user(NewUser {
+                name: "alice".into(),
+                guid: "g".into(),
+                full_name: String::new(),
+                email: String::new(),
+                description: String::new(),
+                enabled: true,
+                roles: Vec::new(),
+                password_hash: PasswordHash("x".into()),
+                created_at: start,
+            })
+            .await
+            .unwrap();
+        let token = SessionToken::generate().unwrap();
+        let session = store
+            .create_session(
+                NewSession {
+                    id: SessionId::generate(),
+                    token_hash: token.hash(),
+                    user_id: user.id,
+                    user_name: user.name.clone(),
+                    client: ClientInfo::default(),
+                    console_type: ConsoleType::CommandLine,
+                    dialect: Dialect::Native,
+                    created_at: start,
+                    idle_timeout: Duration::from_secs(600),
+                    expires_at: start.plus(Duration::from_secs(3600)),
+                },
+                SessionLimit::Unlimited,
+            )
+            .await
+            .unwrap()
+            .session;
+        let config = ServiceConfig::default();
+        let svc = Service::new(
+            store.clone(),
+            Arc::new(clock.clone()),
+            config,
+            Passwords::new(crate::service::Argon2Config::TEST).unwrap(),
+        );
+        clock.advance(Duration::from_secs(5));
+        let touched_at = clock.now();
+        svc.authenticate(&token.to_hex()).await.unwrap();
+        let stored = |s: Arc<dyn Store>| async move {
+            s.get_session(session.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .last_accessed_at
+        };
+        assert_eq!(stored(store.clone()).await, start, "not written at once");
+        svc.flush_touches().await.unwrap();
+        assert_eq!(stored(store.clone()).await, touched_at);
+        let mut too_slow = config_with_interval(Duration::from_millis(1500));
+        assert!(too_slow.validate().is_err());
+        too_slow.touch_flush_interval = MAX_TOUCH_STALENESS;
+        assert!(too_slow.validate().is_ok());
+
+        let stop = CancellationToken::new();
+        let background = svc.spawn_background(stop.clone());
+        // A touch pending at shutdown is written by the background task's last flush.
+        clock.advance(Duration::from_secs(5));
+        let last = clock.now();
+        svc.authenticate(&token.to_hex()).await.unwrap();
+        stop.cancel();
+        background.await.unwrap();
+        assert_eq!(stored(store.clone()).await, last);
+    }
+
+    fn config_with_interval(d: Duration) -> SessionPolicy {
+        SessionPolicy {
+            touch_flush_interval: d,
+            ..SessionPolicy::default()
+        }
+    }
 }

@@ -3,11 +3,13 @@
 //! A caller always sees and may end its own user's sessions; another user's need
 //! "Add, Delete and Modify a User".
 
+use super::cache::Listing;
 use super::{Actor, Caller, Origin, Service, ServiceError, ServiceResult};
 use crate::domain::{
     AuditKind, EndReason, Permission, Session, SessionEnd, SessionId, SessionState, UserId,
 };
 use crate::store::{SessionCursor, SessionQuery, StateFilter};
+use std::sync::Arc;
 
 /// A session with its state at the time of the listing.
 #[derive(Clone, Debug)]
@@ -45,26 +47,60 @@ impl Service {
         }
         if let Some(u) = user
             && !access.is(u)
-            && self.store().get_user(u).await?.is_none()
+            && self.user_by_id(u).await?.is_none()
         {
             return Err(ServiceError::NotFound("user"));
         }
         let limit = limit.clamp(1, MAX_PAGE);
         let now = self.now();
-        let query = SessionQuery {
-            user,
-            state,
-            host,
-            now,
-            after,
-            limit,
+        // A user's whole first page (Commvault's `GET Session`) may come from the
+        // cache; see `cache.rs` for what keeps it fresh.
+        let cache_key = match (user, state, &host, after) {
+            (Some(u), StateFilter::Any, None, None) if limit == MAX_PAGE => Some((u, false)),
+            (Some(u), StateFilter::Live, None, None) if limit == MAX_PAGE => Some((u, true)),
+            _ => None,
         };
-        let sessions = self.store().list_sessions(&query).await?;
+        let generation = self.store().session_generation();
+        let epoch = self.touch_epoch();
+        let cached = match (generation, cache_key) {
+            (Some(g), Some(key)) => self.inner.cache.listing(g, key, epoch, now),
+            _ => None,
+        };
+        let sessions = match cached {
+            Some(sessions) => sessions,
+            None => {
+                let query = SessionQuery {
+                    user,
+                    state,
+                    host,
+                    now,
+                    after,
+                    limit,
+                };
+                let sessions = Arc::new(self.store().list_sessions(&query).await?);
+                if let (Some(g), Some(key)) = (generation, cache_key) {
+                    let listing = Listing {
+                        sessions: sessions.clone(),
+                        listings: g.listings,
+                        touch_epoch: epoch,
+                        read_at: now,
+                    };
+                    self.inner.cache.insert_listing(g, key, listing);
+                }
+                sessions
+            }
+        };
         let next = (sessions.len() == limit)
             .then(|| sessions.last().map(SessionCursor::after))
             .flatten();
+        let views = sessions.iter().map(|s| self.view(s.clone(), now));
         Ok(SessionListing {
-            sessions: sessions.into_iter().map(|s| self.view(s, now)).collect(),
+            sessions: if state == StateFilter::Live {
+                // A cached listing may hold sessions that expired since it was read.
+                views.filter(|v| v.state == SessionState::Live).collect()
+            } else {
+                views.collect()
+            },
             next,
         })
     }

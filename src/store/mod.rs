@@ -11,10 +11,12 @@
 //! - Conditional updates (end only if live, rotate only if the old hash matches, sweep
 //!   only what is still live) make concurrent instances safe without locks held across calls.
 
+mod generation;
 mod postgres;
 mod redis;
 mod sqlite;
 
+pub use self::generation::StoreGeneration;
 pub use self::postgres::PostgresStore;
 pub use self::redis::RedisStore;
 pub use self::sqlite::SqliteStore;
@@ -227,6 +229,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Cheap round trip to the backend.
     async fn ping(&self) -> StoreResult<()>;
+
+    /// Values that change (on every process sharing this store) whenever a session
+    /// ends, a token is rotated or a user changes (`changes`), or sessions are added
+    /// or purged (`listings`); `None` when the backend cannot say so cheaply and
+    /// reliably. While they are `Some` and unchanged, sessions, users and listings
+    /// may be served from an in-process cache (see `service::cache`). Only the
+    /// embedded SQLite store has one (its generation file); PostgreSQL and Redis
+    /// serve several instances that would need a shared signal, so they have none
+    /// and every validation reads the store.
+    fn session_generation(&self) -> Option<StoreGeneration> {
+        None
+    }
 }
 
 /// Connection settings of the server backends (`[store_options]`); the embedded

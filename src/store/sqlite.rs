@@ -5,6 +5,7 @@
 //! with `synchronous = FULL` so a commit is on disk before the method returns.
 //! Reads use a small pool of read-only connections that see every committed write.
 
+use super::generation::{Generation, Slot, StoreGeneration};
 use super::{
     AuditQuery, CreatedSession, FailureRecord, SessionLimit, SessionQuery, StateFilter, Store,
     StoreError, StoreResult,
@@ -21,6 +22,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The SQLite backend.
@@ -28,6 +30,9 @@ use std::time::Duration;
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// Bumped after every commit that ends sessions, rotates a token or changes a
+    /// user (see `generation.rs`), by every process that opens the file.
+    generation: Arc<Generation>,
 }
 
 macro_rules! session_cols {
@@ -100,8 +105,95 @@ impl SqliteStore {
                 .connect_with(base.read_only(true))
                 .await?
         };
-        Ok(SqliteStore { writer, reader })
+        let generation = if memory {
+            Generation::in_process()
+        } else {
+            Generation::beside(writer_opts_filename(url)?.as_path())?
+        };
+        Ok(SqliteStore {
+            writer,
+            reader,
+            generation: Arc::new(generation),
+        })
     }
+
+    /// Bulk-loads synthetic data for the benchmark (`bench/`): `users` users named
+    /// `bench-user-<n>` (n from 1) sharing `password_hash`, each with
+    /// `sessions_per_user` live sessions created before `now` (a millisecond apart,
+    /// idle timeout 12 h, lifetime 24 h) with random ids and token hashes whose
+    /// secrets nobody knows. One transaction of set-based inserts (a recursive
+    /// CTE), so a million sessions load in seconds rather than hours of one durable
+    /// commit each. Returns the id of the first user created.
+    pub async fn seed_benchmark_data(
+        &self,
+        users: u32,
+        sessions_per_user: u32,
+        now: Timestamp,
+        password_hash: &PasswordHash,
+    ) -> StoreResult<UserId> {
+        const IDLE_MS: i64 = 12 * 3600 * 1000;
+        const LIFE_MS: i64 = 24 * 3600 * 1000;
+        let now = now.unix_millis();
+        let total = i64::from(users) * i64::from(sessions_per_user);
+        let mut tx = self.writer.begin().await.map_err(backend)?;
+        let first: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM users")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(backend)?;
+        sqlx::query(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1) \
+             INSERT INTO users (id, name, name_key, guid, enabled, roles, password_hash, \
+             created_at, updated_at, next_browser_session_id) \
+             SELECT ?2 + i - 1, 'bench-user-' || i, 'bench-user-' || i, lower(hex(randomblob(16))), \
+             1, '', ?3, ?4, ?4, ?5 + 1 FROM n",
+        )
+        .bind(i64::from(users))
+        .bind(first)
+        .bind(&password_hash.0)
+        .bind(now)
+        .bind(i64::from(sessions_per_user))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        sqlx::query(concat!(
+            "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ?1 - 1), \
+             r(i, h) AS (SELECT i, lower(hex(randomblob(16))) FROM n) \
+             INSERT INTO sessions (",
+            session_cols!(),
+            ", deadline_at) SELECT \
+             substr(h, 1, 8) || '-' || substr(h, 9, 4) || '-4' || substr(h, 14, 3) || '-a' \
+             || substr(h, 18, 3) || '-' || substr(h, 21, 12), \
+             randomblob(32), ?2 + (i % ?3), 'bench-user-' || (1 + i % ?3), '127.0.0.1', \
+             'bench', '', '', 13, 'commvault', 1 + i / ?3, ?4 - (?1 - i), ?4 - (?1 - i), \
+             ?5, ?4 - (?1 - i) + ?6, NULL, NULL, MIN(?4 - (?1 - i) + ?5, ?4 - (?1 - i) + ?6) FROM r"
+        ))
+        .bind(total)
+        .bind(first)
+        .bind(i64::from(users))
+        .bind(now)
+        .bind(IDLE_MS)
+        .bind(LIFE_MS)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        self.generation.bump(Slot::Listings);
+        Ok(UserId(first))
+    }
+
+    /// Where the generation file of the database `url` names lives (`None` in memory).
+    pub fn generation_path(url: &str) -> anyhow::Result<Option<std::path::PathBuf>> {
+        if url.contains(":memory:") || url.contains("mode=memory") {
+            return Ok(None);
+        }
+        Ok(Some(Generation::path_for(&writer_opts_filename(url)?)))
+    }
+}
+
+fn writer_opts_filename(url: &str) -> anyhow::Result<std::path::PathBuf> {
+    Ok(SqliteConnectOptions::from_str(url)?
+        .get_filename()
+        .to_path_buf())
 }
 
 fn backend(e: sqlx::Error) -> StoreError {
@@ -316,6 +408,7 @@ impl Store for SqliteStore {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        self.generation.bump(Slot::Changes);
         Ok(())
     }
 
@@ -325,6 +418,7 @@ impl Store for SqliteStore {
             .execute(&self.writer)
             .await
             .map_err(backend)?;
+        self.generation.bump(Slot::Changes);
         Ok(done.rows_affected() > 0)
     }
 
@@ -419,6 +513,10 @@ impl Store for SqliteStore {
         .await
         .map_err(backend)?;
         tx.commit().await.map_err(backend)?;
+        if !evicted.is_empty() {
+            self.generation.bump(Slot::Changes);
+        }
+        self.generation.bump(Slot::Listings);
         Ok(CreatedSession {
             session: new.into_session(bsid),
             evicted,
@@ -485,6 +583,9 @@ impl Store for SqliteStore {
         .fetch_optional(&self.writer)
         .await
         .map_err(backend)?;
+        if row.is_some() {
+            self.generation.bump(Slot::Changes);
+        }
         row.as_ref().map(session_from_row).transpose()
     }
 
@@ -507,6 +608,9 @@ impl Store for SqliteStore {
         .fetch_all(&self.writer)
         .await
         .map_err(backend)?;
+        if !rows.is_empty() {
+            self.generation.bump(Slot::Changes);
+        }
         sessions_from_rows(&rows)
     }
 
@@ -525,6 +629,9 @@ impl Store for SqliteStore {
         .execute(&self.writer)
         .await
         .map_err(backend)?;
+        if done.rows_affected() > 0 {
+            self.generation.bump(Slot::Changes);
+        }
         Ok(done.rows_affected() == 1)
     }
 
@@ -586,6 +693,9 @@ impl Store for SqliteStore {
         .fetch_all(&self.writer)
         .await
         .map_err(backend)?;
+        if !rows.is_empty() {
+            self.generation.bump(Slot::Changes);
+        }
         sessions_from_rows(&rows)
     }
 
@@ -599,6 +709,9 @@ impl Store for SqliteStore {
         .execute(&self.writer)
         .await
         .map_err(backend)?;
+        if done.rows_affected() > 0 {
+            self.generation.bump(Slot::Listings);
+        }
         Ok(done.rows_affected())
     }
 
@@ -742,6 +855,10 @@ impl Store for SqliteStore {
             .await
             .map_err(backend)?;
         Ok(())
+    }
+
+    fn session_generation(&self) -> Option<StoreGeneration> {
+        self.generation.current()
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -4,6 +4,7 @@
 // Tests may unwrap and panic: a panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod cache;
 mod cli;
 mod cluster;
 mod commvault;

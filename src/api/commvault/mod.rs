@@ -12,7 +12,7 @@
 //! `User-Agent` (`Mozilla/...`) means 19 (web console), anything else 13.
 
 mod error;
-mod render;
+pub mod render;
 pub mod wire;
 
 pub use error::{CvError, CvErrorKind};

@@ -172,4 +172,10 @@ impl Store for FaultyStore {
         self.check()?;
         self.inner.ping().await
     }
+    /// A failing store has no readable generation, so nothing is served from the
+    /// session cache while it fails (validation reaches the store and sees the fault).
+    fn session_generation(&self) -> Option<sessiond::store::StoreGeneration> {
+        self.check().ok()?;
+        self.inner.session_generation()
+    }
 }
