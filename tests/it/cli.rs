@@ -1,6 +1,6 @@
 //! The command line as an operator uses it.
 
-use crate::support::process::{ServeProcess, cli, text};
+use crate::support::process::{ServeProcess, cli, text, v1_login};
 
 fn store_in(dir: &tempfile::TempDir) -> String {
     format!("sqlite://{}", dir.path().join("cli.db").display())
@@ -208,22 +208,6 @@ fn config_file_env_and_flags_layer() {
     drop(server);
     let list = text(&cli(&["user", "list", "--config", cfg.to_str().unwrap()], "").stdout);
     assert!(list.contains("admin"), "{list}");
-}
-
-/// Signs in through `/v1/login` of a running server; returns the token and session id.
-async fn v1_login(base: &str, user: &str, password: &str) -> (String, String) {
-    let r = reqwest::Client::new()
-        .post(format!("{base}/v1/login"))
-        .json(&serde_json::json!({"username": user, "password": password}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let v: serde_json::Value = r.json().await.unwrap();
-    (
-        v["token"].as_str().unwrap().to_string(),
-        v["session"]["id"].as_str().unwrap().to_string(),
-    )
 }
 
 async fn v1_status(base: &str, token: &str) -> u16 {

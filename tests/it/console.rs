@@ -991,18 +991,11 @@ async fn an_open_event_stream_does_not_hold_up_shutdown() {
     let store = format!("sqlite://{}", dir.path().join("s.db").display());
     let server = ServeProcess::start(&store, &[], &[("SESSIOND_ADMIN_PASSWORD", ADMIN_PASSWORD)]);
     let http = reqwest::Client::new();
-    let login: Value = http
-        .post(format!("{}/v1/login", server.base()))
-        .json(&json!({"username": "admin", "password": ADMIN_PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (token, _) =
+        crate::support::process::v1_login(&server.base(), "admin", ADMIN_PASSWORD).await;
     let mut stream = http
         .get(format!("{}/v1/events", server.base()))
-        .bearer_auth(login["token"].as_str().unwrap())
+        .bearer_auth(&token)
         .send()
         .await
         .unwrap();

@@ -5,7 +5,7 @@
 //! Nothing is skipped: without `/usr/bin/chromium` (or `$CHROMIUM`), `node` or
 //! npm, the test fails and says what to install (`.ci/run` installs them).
 
-use crate::support::process::{ServeProcess, text};
+use crate::support::process::{ServeProcess, text, v1_login};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -64,16 +64,7 @@ fn playwright_dir() -> PathBuf {
 /// Creates a plain user through `/v1` as the bootstrap admin.
 async fn add_plain_user(base: &str, name: &str, password: &str) {
     let http = reqwest::Client::new();
-    let login: Value = http
-        .post(format!("{base}/v1/login"))
-        .json(&json!({"username": "admin", "password": ADMIN_PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["token"].as_str().expect("admin token").to_string();
+    let (token, _) = v1_login(base, "admin", ADMIN_PASSWORD).await;
     let created = http
         .post(format!("{base}/v1/users"))
         .bearer_auth(&token)
@@ -147,19 +138,10 @@ async fn console_end_to_end_in_chromium() {
     // Seen from outside the browser too: the Commvault session ended from the page
     // is recorded as revoked by the admin.
     let http = reqwest::Client::new();
-    let login: Value = http
-        .post(format!("{base}/v1/login"))
-        .json(&json!({"username": "admin", "password": ADMIN_PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["token"].as_str().unwrap();
+    let (token, _) = v1_login(&base, "admin", ADMIN_PASSWORD).await;
     let audit: Value = http
         .get(format!("{base}/v1/audit?kind=session.revoked"))
-        .bearer_auth(token)
+        .bearer_auth(&token)
         .send()
         .await
         .unwrap()

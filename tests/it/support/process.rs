@@ -163,6 +163,22 @@ fn strip_ansi(s: &str) -> String {
 }
 
 /// Runs a CLI command, feeding `stdin`.
+/// Signs in through `/v1/login` of a running server; returns the token and session id.
+pub async fn v1_login(base: &str, user: &str, password: &str) -> (String, String) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/login"))
+        .json(&serde_json::json!({"username": user, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let v: serde_json::Value = r.json().await.unwrap();
+    (
+        v["token"].as_str().unwrap().to_string(),
+        v["session"]["id"].as_str().unwrap().to_string(),
+    )
+}
+
 pub fn cli(args: &[&str], stdin: &str) -> Output {
     cli_with_env(args, stdin, &[])
 }
