@@ -636,42 +636,8 @@ impl Store for SqliteStore {
     }
 
     async fn list_sessions(&self, q: &SessionQuery) -> StoreResult<Vec<Session>> {
-        let mut qb = QueryBuilder::<Sqlite>::new(concat!(
-            "SELECT ",
-            session_cols!(),
-            " FROM sessions WHERE 1 = 1"
-        ));
-        if let Some(user) = q.user {
-            qb.push(" AND user_id = ").push_bind(user.0);
-        }
-        if let Some(host) = &q.host {
-            qb.push(" AND host = ").push_bind(host.clone());
-        }
-        let now = q.now.unix_millis();
-        match q.state {
-            StateFilter::Any => {}
-            StateFilter::Live => {
-                qb.push(" AND ended_at IS NULL AND deadline_at > ")
-                    .push_bind(now);
-            }
-            StateFilter::Ended => {
-                qb.push(" AND (ended_at IS NOT NULL OR deadline_at <= ")
-                    .push_bind(now)
-                    .push(")");
-            }
-        }
-        if let Some(c) = q.after {
-            let at = c.created_at.unix_millis();
-            qb.push(" AND (created_at < ")
-                .push_bind(at)
-                .push(" OR (created_at = ")
-                .push_bind(at)
-                .push(" AND id < ")
-                .push_bind(id_text(c.id))
-                .push("))");
-        }
-        qb.push(" ORDER BY created_at DESC, id DESC LIMIT ")
-            .push_bind(limit_i64(q.limit));
+        let mut qb = QueryBuilder::<Sqlite>::new("");
+        push_list_sessions(&mut qb, q);
         let rows = qb.build().fetch_all(&self.reader).await.map_err(backend)?;
         sessions_from_rows(&rows)
     }
@@ -867,5 +833,104 @@ impl Store for SqliteStore {
             .await
             .map_err(backend)?;
         Ok(())
+    }
+}
+
+/// One page of a session listing: a keyset query walking one index (`sessions_by_user`,
+/// `sessions_by_host` or `sessions_by_created`) from the cursor, however deep the page.
+fn push_list_sessions(qb: &mut QueryBuilder<Sqlite>, q: &SessionQuery) {
+    qb.push(concat!(
+        "SELECT ",
+        session_cols!(),
+        " FROM sessions WHERE 1 = 1"
+    ));
+    if let Some(user) = q.user {
+        qb.push(" AND user_id = ").push_bind(user.0);
+    }
+    if let Some(host) = &q.host {
+        qb.push(" AND host = ").push_bind(host.clone());
+    }
+    let now = q.now.unix_millis();
+    match q.state {
+        StateFilter::Any => {}
+        StateFilter::Live => {
+            // `+` keeps the planner off the partial index on `deadline_at`: walking it
+            // would mean sorting every live session before the first page.
+            qb.push(" AND ended_at IS NULL AND +deadline_at > ")
+                .push_bind(now);
+        }
+        StateFilter::Ended => {
+            qb.push(" AND (ended_at IS NOT NULL OR +deadline_at <= ")
+                .push_bind(now)
+                .push(")");
+        }
+    }
+    if let Some(c) = q.after {
+        // A row value, so that SQLite starts the index walk at the cursor.
+        qb.push(" AND (created_at, id) < (")
+            .push_bind(c.created_at.unix_millis())
+            .push(", ")
+            .push_bind(id_text(c.id))
+            .push(")");
+    }
+    qb.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+        .push_bind(limit_i64(q.limit));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::SessionId;
+    use crate::store::SessionCursor;
+
+    /// The query plan of every listing shape: which index it walks, and that it never
+    /// sorts (a sort would read every matching row before the first page).
+    async fn plans(store: &SqliteStore) -> Vec<(String, String)> {
+        let cursor = SessionCursor {
+            created_at: Timestamp::from_unix_millis(1_000_000),
+            id: SessionId::parse("00015f90-0000-4000-8000-000000015f90").expect("id"),
+        };
+        let mut out = Vec::new();
+        for user in [None, Some(UserId(7))] {
+            for host in [None, Some("10.0.0.1".to_string())] {
+                for state in [StateFilter::Any, StateFilter::Live, StateFilter::Ended] {
+                    for after in [None, Some(cursor)] {
+                        let q = SessionQuery {
+                            user,
+                            state,
+                            host: host.clone(),
+                            now: Timestamp::from_unix_millis(2_000_000),
+                            after,
+                            limit: 50,
+                        };
+                        let mut qb = QueryBuilder::<Sqlite>::new("EXPLAIN QUERY PLAN ");
+                        push_list_sessions(&mut qb, &q);
+                        let rows = qb.build().fetch_all(&store.reader).await.expect("plan");
+                        let plan: Vec<String> =
+                            rows.iter().map(|r| r.get::<String, _>("detail")).collect();
+                        out.push((format!("{q:?}"), plan.join(" / ")));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn every_listing_walks_an_index_from_its_cursor_without_sorting() {
+        let dir = tempfile::tempdir().expect("dir");
+        let url = format!("sqlite://{}", dir.path().join("plan.db").display());
+        let store = SqliteStore::open(&url).await.expect("open");
+        for (query, plan) in plans(&store).await {
+            assert!(!plan.contains("TEMP B-TREE"), "{query}: sorts: {plan}");
+            assert!(plan.contains("USING INDEX"), "{query}: no index: {plan}");
+            if query.contains("after: Some") {
+                // The walk starts at the cursor (a range on the index), not at the top.
+                assert!(
+                    plan.contains("SEARCH"),
+                    "{query}: scans from the top: {plan}"
+                );
+            }
+        }
     }
 }

@@ -604,9 +604,11 @@ async fn the_sessions_view_words_clients_idle_times_and_end_reasons() {
     assert_eq!(live, 0);
 }
 
-/// 100,000 sessions: every page, however deep, is one keyset query on an index.
+/// 100,000 sessions: every page, however deep, is a full page that starts right after its
+/// cursor. That each is one keyset query walking an index (never a sort of every row) is
+/// checked on the query plans by `store::sqlite::tests`; speed is the benchmark's business.
 #[tokio::test]
-async fn paging_stays_fast_with_a_hundred_thousand_sessions() {
+async fn paging_works_over_a_hundred_thousand_sessions() {
     use sqlx::Connection;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("big.db");
@@ -640,13 +642,12 @@ async fn paging_stays_fast_with_a_hundred_thousand_sessions() {
 
     let admin = Console::sign_in(&app, "admin", ADMIN_PASSWORD).await;
     let rows = |html: &str| html.matches(r#"<tr id="s-"#).count();
-    let timed = |path: String| {
+    let fetch = |path: String| {
         let admin = &admin;
         async move {
-            let started = std::time::Instant::now();
             let (status, page) = admin.get(&path).await;
             assert_eq!(status, 200, "{path}");
-            (started.elapsed(), page)
+            page
         }
     };
     // A cursor deep into the history (past 90,000 sessions).
@@ -654,7 +655,6 @@ async fn paging_stays_fast_with_a_hundred_thousand_sessions() {
         created_at: sessiond::domain::Timestamp::from_unix_millis(now - 90_000 * 10),
         id: sessiond::domain::SessionId::parse("00015f90-0000-4000-8000-000000015f90").unwrap(),
     });
-    let mut slowest = Duration::ZERO;
     for path in [
         "/ui/sessions?state=all".to_string(),
         "/ui/sessions?state=live&user=alice".to_string(),
@@ -662,23 +662,16 @@ async fn paging_stays_fast_with_a_hundred_thousand_sessions() {
         format!("/ui/sessions?state=all&cursor={deep}"),
         format!("/ui/sessions?state=live&user=alice&cursor={deep}"),
     ] {
-        let (took, page) = timed(path.clone()).await;
+        let page = fetch(path.clone()).await;
         assert_eq!(rows(&page), 50, "{path}");
         assert!(page.contains("Older sessions"), "{path}");
-        slowest = slowest.max(took);
     }
     // The deep page starts right after the cursor: session 90,001.
-    let (_, page) = timed(format!("/ui/sessions?state=all&cursor={deep}")).await;
+    let page = fetch(format!("/ui/sessions?state=all&cursor={deep}")).await;
     let first = page.find(r#"<tr id="s-"#).unwrap();
     assert_eq!(
         &page[first + 10..first + 46].to_lowercase(),
         "00015f91-0000-4000-8000-000000015f91"
-    );
-    // Each page is one keyset query on an index: milliseconds. The bound is generous
-    // for a debug build on a shared machine.
-    assert!(
-        slowest < Duration::from_secs(2),
-        "slowest page took {slowest:?}"
     );
 }
 
