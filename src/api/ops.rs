@@ -137,10 +137,14 @@ fn request_span(req: &Request) -> Span {
 }
 
 async fn record_latency(req: Request, next: Next) -> Response {
-    let route = route_of(&req).to_owned();
+    // The template is shared (`Arc<str>` inside): cloning it allocates nothing.
+    let matched = req.extensions().get::<MatchedPath>().cloned();
     let method = method_label(req.method());
     let start = Instant::now();
     let response = next.run(req).await;
+    let route = matched
+        .as_ref()
+        .map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
     telemetry::http_request(route, method, response.status().as_u16(), start.elapsed());
     response
 }
