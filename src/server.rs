@@ -10,11 +10,14 @@ use crate::service::{Passwords, Service, ServiceConfig};
 use crate::store::Store;
 use crate::telemetry;
 use anyhow::Context;
+use axum::extract::ConnectInfo;
 use axum_server::tls_rustls::RustlsConfig;
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::task::Poll;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -79,10 +82,13 @@ async fn serve(
     let upkeep = telemetry::spawn_upkeep(state.metrics.clone(), stop_background.clone());
     let grace = state.http.shutdown_timeout;
     let shutting_down = state.shutting_down.clone();
-    // axum-server hands over hyper's body type; a router accepts any body.
-    let app = axum::Router::new()
-        .fallback_service(api::app(state))
-        .into_make_service_with_connect_info::<SocketAddr>();
+    let app = api::app(state);
+    let app = tower::service_fn(move |peer: SocketAddr| {
+        std::future::ready(Ok::<_, Infallible>(Connection {
+            app: app.clone(),
+            peer,
+        }))
+    });
     let handle = axum_server::Handle::new();
     let on_shutdown = handle.clone();
     tokio::spawn(async move {
@@ -112,6 +118,35 @@ async fn serve(
     let _ = upkeep.await;
     tracing::info!("stopped");
     served.map_err(Into::into)
+}
+
+/// The application as one connection sees it: hyper's request body becomes axum's
+/// and the peer address is the `ConnectInfo` that `api::ClientAddr` reads; then
+/// normalization and the router, with no outer router around them.
+#[derive(Clone)]
+struct Connection {
+    app: api::NormalizedApp,
+    peer: SocketAddr,
+}
+
+impl<B> tower::Service<axum::http::Request<B>> for Connection
+where
+    B: axum::body::HttpBody<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = axum::response::Response;
+    type Error = Infallible;
+    type Future = <api::NormalizedApp as tower::Service<axum::extract::Request>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), Infallible>> {
+        tower::Service::<axum::extract::Request>::poll_ready(&mut self.app, cx)
+    }
+
+    fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
+        let mut req = req.map(axum::body::Body::new);
+        req.extensions_mut().insert(ConnectInfo(self.peer));
+        self.app.call(req)
+    }
 }
 
 /// Reads a PEM certificate chain and private key for [`run_tls`], with errors

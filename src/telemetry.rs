@@ -12,8 +12,10 @@
 //! neither ids nor secrets ever become label values. The service records through
 //! the facade (it is not HTTP); `api` renders the handle at `/metrics`.
 
+use metrics::Histogram;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -124,13 +126,42 @@ pub fn live_sessions(n: u64) {
     metrics::gauge!(LIVE_SESSIONS).set(n as f64);
 }
 
-/// Records one HTTP request. `route` is a route template (or [`UNMATCHED_ROUTE`]).
-pub fn http_request(route: String, method: &'static str, status: u16, elapsed: Duration) {
-    metrics::histogram!(
-        HTTP_DURATION,
-        "route" => route,
-        "method" => method,
-        "status" => status.to_string(),
-    )
-    .record(elapsed.as_secs_f64());
+/// Records one HTTP request. `route` is a route template (or [`UNMATCHED_ROUTE`]),
+/// `method` one of a fixed set of names.
+///
+/// The histogram of each (route, method, status) is registered once and its handle
+/// kept: a request allocates no label and does no registry lookup. Label values stay
+/// in fixed sets (route templates, methods, the statuses the routes answer).
+pub fn http_request(route: &str, method: &'static str, status: u16, elapsed: Duration) {
+    let seconds = elapsed.as_secs_f64();
+    let latency = http_latency();
+    {
+        let routes = latency.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(h) = routes.get(route).and_then(|r| r.get(&(method, status))) {
+            h.record(seconds);
+            return;
+        }
+    }
+    let mut routes = latency.write().unwrap_or_else(PoisonError::into_inner);
+    routes
+        .entry(route.to_owned())
+        .or_default()
+        .entry((method, status))
+        .or_insert_with(|| {
+            metrics::histogram!(
+                HTTP_DURATION,
+                "route" => route.to_owned(),
+                "method" => method,
+                "status" => status.to_string(),
+            )
+        })
+        .record(seconds);
+}
+
+/// Registered latency histograms by route template, then (method, status).
+type HttpLatency = RwLock<HashMap<String, HashMap<(&'static str, u16), Histogram>>>;
+
+fn http_latency() -> &'static HttpLatency {
+    static LATENCY: OnceLock<HttpLatency> = OnceLock::new();
+    LATENCY.get_or_init(HttpLatency::default)
 }

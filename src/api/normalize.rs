@@ -10,6 +10,8 @@
 use axum::Router;
 use axum::extract::Request;
 use axum::http::Uri;
+use axum::http::uri::PathAndQuery;
+use bytes::BytesMut;
 use tower::util::MapRequest;
 
 /// The router behind [`normalize`].
@@ -34,24 +36,25 @@ const COMMVAULT_FIRST_SEGMENTS: &[&str] = &[
 ];
 
 fn normalize(mut req: Request) -> Request {
-    if let Some(path) = normalized_path(req.uri().path()) {
-        let pq = match req.uri().query() {
-            Some(q) => format!("{path}?{q}"),
-            None => path,
-        };
-        let mut parts = req.uri().clone().into_parts();
-        if let Ok(pq) = pq.parse() {
-            parts.path_and_query = Some(pq);
-            if let Ok(uri) = Uri::from_parts(parts) {
-                *req.uri_mut() = uri;
-            }
-        }
+    // The common case: the path is already normal; nothing is allocated or rebuilt.
+    let Some(plan) = plan(req.uri().path()) else {
+        return req;
+    };
+    if let Some(uri) = rewritten(req.uri(), plan) {
+        *req.uri_mut() = uri;
     }
     req
 }
 
-/// The rewritten path, or `None` when it is already normal (the common case, no allocation).
-fn normalized_path(path: &str) -> Option<String> {
+/// How a path is to be rewritten: its part to keep (trailing slashes dropped) and
+/// whether to lower-case it. `None` when it is already normal.
+#[derive(Clone, Copy)]
+struct Plan<'a> {
+    keep: &'a str,
+    lower: bool,
+}
+
+fn plan(path: &str) -> Option<Plan<'_>> {
     let trimmed = if path.len() > 1 {
         path.trim_end_matches('/')
     } else {
@@ -67,16 +70,50 @@ fn normalized_path(path: &str) -> Option<String> {
         .iter()
         .any(|s| s.eq_ignore_ascii_case(first))
         && trimmed.bytes().any(|b| b.is_ascii_uppercase());
-    match (lower, trimmed.len() != path.len()) {
-        (false, false) => None,
-        (false, true) => Some(trimmed.to_string()),
-        (true, _) => Some(trimmed.to_ascii_lowercase()),
+    (lower || trimmed.len() != path.len()).then_some(Plan {
+        keep: trimmed,
+        lower,
+    })
+}
+
+/// `uri` with its path rewritten by `plan` and its query kept: one buffer, handed
+/// to the new URI without a copy.
+fn rewritten(uri: &Uri, plan: Plan<'_>) -> Option<Uri> {
+    let query = uri.query();
+    let mut buf = BytesMut::with_capacity(plan.keep.len() + query.map_or(0, |q| q.len() + 1));
+    buf.extend_from_slice(plan.keep.as_bytes());
+    if plan.lower {
+        buf.make_ascii_lowercase();
     }
+    if let Some(q) = query {
+        buf.extend_from_slice(b"?");
+        buf.extend_from_slice(q.as_bytes());
+    }
+    let pq = PathAndQuery::from_maybe_shared(buf.freeze()).ok()?;
+    if uri.scheme().is_none() && uri.authority().is_none() {
+        // Origin form (`GET /path HTTP/1.1`), what clients send.
+        return Some(Uri::from(pq));
+    }
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(pq);
+    Uri::from_parts(parts).ok()
+}
+
+/// The rewritten path, or `None` when it is already normal.
+#[cfg(test)]
+fn normalized_path(path: &str) -> Option<String> {
+    plan(path).map(|p| {
+        if p.lower {
+            p.keep.to_ascii_lowercase()
+        } else {
+            p.keep.to_string()
+        }
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::normalized_path;
+    use super::{Uri, normalized_path, plan, rewritten};
 
     #[test]
     fn commvault_paths_lower_case_others_untouched() {
@@ -97,5 +134,25 @@ mod tests {
             Some("/api/session".into())
         );
         assert_eq!(normalized_path("//"), Some("/".into()));
+    }
+
+    #[test]
+    fn rewritten_uris_keep_the_query_and_absolute_form() {
+        let rewrite = |s: &str| {
+            let uri: Uri = s.parse().unwrap();
+            rewritten(&uri, plan(uri.path()).unwrap())
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(
+            rewrite("/CommandCenter/API/Session?userId=7&X=Y"),
+            "/commandcenter/api/session?userId=7&X=Y"
+        );
+        assert_eq!(rewrite("/api/session/"), "/api/session");
+        assert_eq!(rewrite("/Login/?a"), "/login?a");
+        assert_eq!(
+            rewrite("http://host:8080/Session/?Q=1"),
+            "http://host:8080/session?Q=1"
+        );
     }
 }

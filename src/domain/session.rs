@@ -226,7 +226,12 @@ pub enum SessionState {
 impl Session {
     /// When this session stops being usable if nobody uses it again, and why.
     pub fn deadline(&self) -> SessionEnd {
-        let idle_at = self.last_accessed_at.plus(self.idle_timeout);
+        self.deadline_after_access(self.last_accessed_at)
+    }
+
+    /// [`Session::deadline`] as if it was last used at `last_accessed_at`.
+    fn deadline_after_access(&self, last_accessed_at: Timestamp) -> SessionEnd {
+        let idle_at = last_accessed_at.plus(self.idle_timeout);
         if idle_at < self.expires_at {
             SessionEnd {
                 at: idle_at,
@@ -242,10 +247,20 @@ impl Session {
 
     /// The state at `now`, counting expiry that the store has not recorded yet.
     pub fn state_at(&self, now: Timestamp) -> SessionState {
+        self.state_at_after_access(now, self.last_accessed_at)
+    }
+
+    /// [`Session::state_at`] as if it was last used at `last_accessed_at` (a use this
+    /// copy does not record yet).
+    pub fn state_at_after_access(
+        &self,
+        now: Timestamp,
+        last_accessed_at: Timestamp,
+    ) -> SessionState {
         if let Some(end) = self.end {
             return SessionState::Ended(end);
         }
-        let deadline = self.deadline();
+        let deadline = self.deadline_after_access(last_accessed_at);
         if now >= deadline.at {
             SessionState::Ended(deadline)
         } else {

@@ -8,6 +8,7 @@ use crate::domain::{
 };
 use crate::telemetry::{self, LoginResult};
 use secrecy::SecretString;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A login as a dialect parsed it.
@@ -175,16 +176,18 @@ impl Service {
         // and the insert below is refused.
         let generation = self.store().session_generation().map(|g| g.changes);
         if let Some(g) = generation
-            && let Some(mut session) = self.inner.cache.get(g, &hash)
+            && let Some((session, mut last_access)) = self.inner.cache.get(g, &hash)
         {
             if let Some(t) = self.inner.touches.pending(session.id) {
-                session.last_accessed_at = session.last_accessed_at.max(t);
+                last_access = last_access.max(t);
             }
-            if session.state_at(now) == SessionState::Live {
+            if session.state_at_after_access(now, last_access) == SessionState::Live {
                 self.inner.touches.record(session.id, now);
                 self.inner.cache.touch(&hash, now);
-                session.last_accessed_at = now;
-                return Ok(Caller { session });
+                return Ok(Caller {
+                    session,
+                    last_accessed_at: now,
+                });
             }
             // The cached copy may be staler than the store (touches made by another
             // process): let the store decide.
@@ -215,10 +218,14 @@ impl Service {
             .touches
             .record_by(session.id, session.user_id, now);
         session.last_accessed_at = now;
+        let session = Arc::new(session);
         if let Some(g) = generation {
             self.inner.cache.insert(g, hash, session.clone());
         }
-        Ok(Caller { session })
+        Ok(Caller {
+            session,
+            last_accessed_at: now,
+        })
     }
 
     /// Ends the caller's own session.
@@ -272,7 +279,7 @@ impl Service {
         })
         .await;
         let mut caller = caller;
-        caller.session.token_hash = fresh.hash();
+        Arc::make_mut(&mut caller.session).token_hash = fresh.hash();
         Ok((caller, fresh))
     }
 

@@ -24,7 +24,7 @@
 //! The cache is bounded: least recently used entries are evicted beyond its
 //! capacity (`session.cache_capacity`, 0 turns it off). `hashlink::LruCache` (already
 //! in the tree through sqlx) behind one mutex: the critical sections are a hash
-//! lookup and a clone.
+//! lookup and an `Arc` clone.
 
 use crate::domain::{Session, Timestamp, TokenHash, User, UserId};
 use crate::store::StoreGeneration;
@@ -38,9 +38,16 @@ pub struct SessionCache {
 struct State {
     /// The `changes` generation the entries were read at.
     generation: Option<u64>,
-    entries: LruCache<TokenHash, Session>,
+    entries: LruCache<TokenHash, Entry>,
     users: LruCache<UserId, User>,
     listings: LruCache<ListingKey, Listing>,
+}
+
+/// A cached session, shared with the callers it was handed to, and its last access
+/// as far as this instance knows (its own touches raise it; the shared copy stays as read).
+struct Entry {
+    session: Arc<Session>,
+    last_accessed_at: Timestamp,
 }
 
 /// Whose sessions, and only the live ones or all.
@@ -71,11 +78,13 @@ impl SessionCache {
         }
     }
 
-    /// The cached session of `hash` at `generation`; a different generation
-    /// empties the cache first.
-    pub fn get(&self, generation: u64, hash: &TokenHash) -> Option<Session> {
+    /// The cached session of `hash` at `generation` and its last access known here
+    /// (at least the copy's own); a different generation empties the cache first.
+    pub fn get(&self, generation: u64, hash: &TokenHash) -> Option<(Arc<Session>, Timestamp)> {
         let mut st = self.at(generation)?;
-        st.entries.get(hash).cloned()
+        st.entries
+            .get(hash)
+            .map(|e| (e.session.clone(), e.last_accessed_at))
     }
 
     /// The cache, emptied first if `generation` is not the one it was filled at.
@@ -134,21 +143,29 @@ impl SessionCache {
 
     /// Caches `session`, read from the store after `generation` was read; refused if
     /// the generation has moved on since.
-    pub fn insert(&self, generation: u64, hash: TokenHash, session: Session) {
+    pub fn insert(&self, generation: u64, hash: TokenHash, session: impl Into<Arc<Session>>) {
         if let Some(mut st) = self.lock()
             && st.generation == Some(generation)
         {
-            st.entries.insert(hash, session);
+            let session = session.into();
+            let last_accessed_at = session.last_accessed_at;
+            st.entries.insert(
+                hash,
+                Entry {
+                    session,
+                    last_accessed_at,
+                },
+            );
         }
     }
 
     /// Raises the cached last access of `hash` (this instance's touch).
     pub fn touch(&self, hash: &TokenHash, at: Timestamp) {
         if let Some(mut st) = self.lock()
-            && let Some(s) = st.entries.get_mut(hash)
-            && s.last_accessed_at < at
+            && let Some(e) = st.entries.get_mut(hash)
+            && e.last_accessed_at < at
         {
-            s.last_accessed_at = at;
+            e.last_accessed_at = at;
         }
     }
 
@@ -239,7 +256,7 @@ mod tests {
         let later = a.1.last_accessed_at.plus(Duration::from_secs(5));
         c.touch(&a.0, later);
         c.touch(&a.0, a.1.last_accessed_at);
-        assert_eq!(c.get(1, &a.0).unwrap().last_accessed_at, later);
+        assert_eq!(c.get(1, &a.0).unwrap().1, later);
         c.remove(&a.0);
         assert!(c.get(1, &a.0).is_none());
 

@@ -123,10 +123,23 @@ pub struct ServiceConfig {
 /// An authenticated caller: the live session its token named.
 #[derive(Clone, Debug)]
 pub struct Caller {
-    pub session: Session,
+    /// The session, shared with the validation cache (no copy per request). Its
+    /// `last_accessed_at` may be older than this request: see
+    /// [`Caller::last_accessed_at`].
+    pub session: Arc<Session>,
+    /// The session's last access: this request.
+    pub last_accessed_at: Timestamp,
 }
 
 impl Caller {
+    /// A copy of the session with its current last access.
+    pub fn current_session(&self) -> Session {
+        Session {
+            last_accessed_at: self.last_accessed_at,
+            ..(*self.session).clone()
+        }
+    }
+
     pub fn user_id(&self) -> UserId {
         self.session.user_id
     }

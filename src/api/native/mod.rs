@@ -168,9 +168,10 @@ async fn current_session(
     NativeCaller(caller): NativeCaller,
 ) -> Result<Json<wire::CurrentSession>> {
     let user = st.service.caller_user(&caller).await?;
+    let session = caller.current_session();
     let view = crate::service::SessionView {
-        state: caller.session.state_at(st.service.now()),
-        session: caller.session.clone(),
+        state: session.state_at(st.service.now()),
+        session,
     };
     Ok(Json(wire::CurrentSession {
         session: wire::Session::from_view(&view, caller.session.id),

@@ -45,7 +45,7 @@ pub async fn get(
     async {
         body_bytes(body)?;
         let caller = authenticate(&st, session_id_header(&headers)?).await?;
-        let info = session_info(&caller.session, &st.dialects.vsphere_domain);
+        let info = session_info(&caller, &st.dialects.vsphere_domain);
         Ok(Json(info).into_response())
     }
     .await

@@ -300,7 +300,7 @@ async fn call_operation(
         }
         ("get", Security::SessionId(id)) => {
             let caller = authenticate(st, Some(&id)).await?;
-            let info = session_info(&caller.session, &st.dialects.vsphere_domain);
+            let info = session_info(&caller, &st.dialects.vsphere_domain);
             Ok(json!({ "STRUCTURE": { INFO_STRUCTURE: info } }))
         }
         ("delete", Security::SessionId(id)) => {

@@ -26,7 +26,7 @@ mod rest;
 pub use error::{RestError, RestForm, VapiError, VsError};
 
 use super::{AppState, ClientAddr};
-use crate::domain::{ClientInfo, ConsoleType, Dialect, Session};
+use crate::domain::{ClientInfo, ConsoleType, Dialect};
 use crate::service::{Caller, LoginOutcome, LoginRequest};
 use axum::Router;
 use axum::body::Bytes;
@@ -165,7 +165,8 @@ fn session_id_header(headers: &HeaderMap) -> Result<Option<&str>, VsError> {
 }
 
 /// `cis session: get`'s `Info` as plain JSON.
-fn session_info(session: &Session, domain: &str) -> serde_json::Map<String, Value> {
+fn session_info(caller: &Caller, domain: &str) -> serde_json::Map<String, Value> {
+    let session = &caller.session;
     let mut info = serde_json::Map::new();
     info.insert(
         "user".into(),
@@ -177,7 +178,7 @@ fn session_info(session: &Session, domain: &str) -> serde_json::Map<String, Valu
     );
     info.insert(
         "last_accessed_time".into(),
-        Value::String(session.last_accessed_at.to_string()),
+        Value::String(caller.last_accessed_at.to_string()),
     );
     info
 }

@@ -95,7 +95,7 @@ async fn create(st: &AppState, addr: ClientAddr, headers: &HeaderMap) -> Result<
 async fn get(st: &AppState, headers: &HeaderMap) -> Result<Response, VsError> {
     let id = session_id(headers)?;
     let caller = authenticate(st, id.as_deref()).await?;
-    let info = session_info(&caller.session, &st.dialects.vsphere_domain);
+    let info = session_info(&caller, &st.dialects.vsphere_domain);
     Ok(Json(json!({ "value": info })).into_response())
 }
 
