@@ -144,14 +144,7 @@ fn session_id(headers: &HeaderMap) -> Result<Option<String>, VsError> {
 }
 
 fn session_cookie(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(Cookie::split_parse)
-        .filter_map(Result::ok)
-        .find(|c| c.name() == SESSION_ID_HEADER)
-        .map(|c| c.value().to_string())
+    crate::api::websession::cookie_value(headers, SESSION_ID_HEADER)
 }
 
 fn set_cookie(resp: &mut Response, cookie: &Cookie<'_>) {
