@@ -176,14 +176,13 @@ impl Service {
         // and the insert below is refused.
         let generation = self.store().session_generation().map(|g| g.changes);
         if let Some(g) = generation
-            && let Some((session, mut last_access)) = self.inner.cache.get(g, &hash)
+            && let Some((session, last_access)) = self.inner.cache.get_touched(g, &hash, now)
         {
-            if let Some(t) = self.inner.touches.pending(session.id) {
-                last_access = last_access.max(t);
-            }
+            // The entry's last access already holds every touch of this instance.
             if session.state_at_after_access(now, last_access) == SessionState::Live {
-                self.inner.touches.record(session.id, now);
-                self.inner.cache.touch(&hash, now);
+                self.inner
+                    .touches
+                    .record_by(session.id, session.user_id, now);
                 return Ok(Caller {
                     session,
                     last_accessed_at: now,

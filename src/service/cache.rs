@@ -79,12 +79,20 @@ impl SessionCache {
     }
 
     /// The cached session of `hash` at `generation` and its last access known here
-    /// (at least the copy's own); a different generation empties the cache first.
-    pub fn get(&self, generation: u64, hash: &TokenHash) -> Option<(Arc<Session>, Timestamp)> {
+    /// before this call (at least the copy's own), raised to `now` in the same step
+    /// (this instance's touch); a different generation empties the cache first. A
+    /// caller that finds the session no longer live removes it.
+    pub fn get_touched(
+        &self,
+        generation: u64,
+        hash: &TokenHash,
+        now: Timestamp,
+    ) -> Option<(Arc<Session>, Timestamp)> {
         let mut st = self.at(generation)?;
-        st.entries
-            .get(hash)
-            .map(|e| (e.session.clone(), e.last_accessed_at))
+        let e = st.entries.get_mut(hash)?;
+        let before = e.last_accessed_at;
+        e.last_accessed_at = before.max(now);
+        Some((e.session.clone(), before))
     }
 
     /// The cache, emptied first if `generation` is not the one it was filled at.
@@ -159,16 +167,6 @@ impl SessionCache {
         }
     }
 
-    /// Raises the cached last access of `hash` (this instance's touch).
-    pub fn touch(&self, hash: &TokenHash, at: Timestamp) {
-        if let Some(mut st) = self.lock()
-            && let Some(e) = st.entries.get_mut(hash)
-            && e.last_accessed_at < at
-        {
-            e.last_accessed_at = at;
-        }
-    }
-
     pub fn remove(&self, hash: &TokenHash) {
         if let Some(mut st) = self.lock() {
             st.entries.remove(hash);
@@ -195,6 +193,20 @@ mod tests {
         ClientInfo, ConsoleType, Dialect, NewSession, SessionId, SessionToken, UserId,
     };
     use std::time::Duration;
+
+    impl SessionCache {
+        /// A lookup that raises nothing (a touch at the epoch never raises).
+        fn get(&self, generation: u64, hash: &TokenHash) -> Option<(Arc<Session>, Timestamp)> {
+            self.get_touched(generation, hash, Timestamp::from_unix_millis(0))
+        }
+
+        fn touch(&self, hash: &TokenHash, at: Timestamp) {
+            let generation = self.lock().and_then(|st| st.generation);
+            if let Some(g) = generation {
+                self.get_touched(g, hash, at);
+            }
+        }
+    }
 
     fn session() -> (TokenHash, Session) {
         let hash = SessionToken::generate().unwrap().hash();

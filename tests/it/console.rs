@@ -772,6 +772,37 @@ async fn events_are_filtered_by_user_unless_one_manages_users() {
     assert_eq!(data["session"]["id"], alice_session.as_str(), "{data}");
 }
 
+/// Every flush announces the touches made since the last one, also of a session
+/// that is validated from the in-process cache (the SQLite store's).
+#[tokio::test]
+async fn touches_are_announced_by_every_flush_not_only_the_first() {
+    let app = TestApp::spawn().await;
+    app.add_user("alice", "alice-password", &[]).await;
+    let (admin_token, _) = v1_login(&app, "admin", ADMIN_PASSWORD).await;
+    let (alice_token, alice_session) = v1_login(&app, "alice", "alice-password").await;
+    let mut events = Events::open(&app, &admin_token).await;
+    for round in 0..3 {
+        app.advance(Duration::from_secs(30));
+        let r = app
+            .http
+            .get(app.url("/v1/session"))
+            .bearer_auth(&alice_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        app.flush().await;
+        let expected = app.clock.now().to_string();
+        let data = loop {
+            let (name, data) = events.next().await.unwrap();
+            if name == "session.touched" && data["session_id"] == alice_session.as_str() {
+                break data;
+            }
+        };
+        assert_eq!(data["last_accessed_at"], expected.as_str(), "round {round}");
+    }
+}
+
 #[tokio::test]
 async fn touches_ends_and_user_changes_are_announced() {
     let app = TestApp::spawn().await;
