@@ -27,7 +27,6 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 use cookie::Cookie;
-use serde_json::json;
 
 pub const SESSION_PATH: &str = "/rest/com/vmware/cis/session";
 
@@ -79,7 +78,7 @@ async fn create(st: &AppState, addr: ClientAddr, headers: &HeaderMap) -> Result<
         .get("vmware-use-header-authn")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
-    let mut resp = Json(json!({ "value": id })).into_response();
+    let mut resp = Json(Value { value: &id }).into_response();
     if !header_authn {
         let cookie = Cookie::build((SESSION_ID_HEADER, id))
             .path("/rest")
@@ -96,7 +95,7 @@ async fn get(st: &AppState, headers: &HeaderMap) -> Result<Response, VsError> {
     let id = session_id(headers)?;
     let caller = authenticate(st, id.as_deref()).await?;
     let info = session_info(&caller, &st.dialects.vsphere_domain);
-    Ok(Json(json!({ "value": info })).into_response())
+    Ok(Json(Value { value: info }).into_response())
 }
 
 /// `DELETE`: ends the session.
@@ -170,4 +169,11 @@ mod tests {
         assert_eq!(session_id(&h).unwrap().as_deref(), Some("from-header"));
         assert_eq!(session_cookie(&HeaderMap::new()), None);
     }
+}
+
+/// The legacy REST envelope `{"value": ...}`, serialized straight from the value
+/// (the session get is the hot path: no intermediate `serde_json::Value`).
+#[derive(serde::Serialize)]
+struct Value<T> {
+    value: T,
 }
