@@ -200,20 +200,42 @@ fn load(common: &Common, flags: Overrides) -> anyhow::Result<Config> {
 }
 
 fn init_logging(config: &Config, quiet_default: &str) {
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::{EnvFilter, Targets};
+    use tracing_subscriber::fmt;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let level = if config.log.level == "info" {
         quiet_default
     } else {
         config.log.level.as_str()
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match config.log.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    let directives = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|d| EnvFilter::try_new(d).is_ok())
+        .unwrap_or_else(|| level.to_string());
+    // Plain `target=level` directives (the usual case) go to `Targets`, a static
+    // filter; `EnvFilter` also understands span and field directives, but consults
+    // locked tables on every span entered and left, i.e. on every request.
+    let (targets, env_filter) = match directives.parse::<Targets>() {
+        Ok(targets) => (Some(targets), None),
+        Err(_) => (None, Some(EnvFilter::new(&directives))),
     };
+    // Colours only for a terminal: escape codes are noise in a file or journal,
+    // and formatting them is a measurable part of every request's span.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (text, json) = match config.log.format {
+        LogFormat::Text => (
+            Some(fmt::layer().with_ansi(ansi).with_writer(std::io::stderr)),
+            None,
+        ),
+        LogFormat::Json => (None, Some(fmt::layer().json().with_writer(std::io::stderr))),
+    };
+    let _ = tracing_subscriber::registry()
+        .with(targets)
+        .with(env_filter)
+        .with(text)
+        .with(json)
+        .try_init();
 }
 
 async fn open_state(config: &Config) -> anyhow::Result<crate::api::AppState> {

@@ -39,14 +39,14 @@ pub fn build(
         },
         passwords,
     );
-    Ok(AppState {
+    Ok(AppState::new(api::Shared {
         service,
         http: Arc::new(config.http.clone()),
         dialects: Arc::new(config.dialects.clone()),
         metrics: telemetry::install()?,
         secure_transport: config.tls.files()?.is_some(),
         shutting_down: CancellationToken::new(),
-    })
+    }))
 }
 
 /// Serves plain HTTP until `shutdown` completes: in-flight requests finish (for at
@@ -63,12 +63,11 @@ pub async fn run(
 /// Serves HTTPS with `tls` (see [`load_tls`]), otherwise like [`run`].
 pub async fn run_tls(
     listener: TcpListener,
-    mut state: AppState,
+    state: AppState,
     tls: RustlsConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    state.secure_transport = true;
-    serve(listener, state, Some(tls), shutdown).await
+    serve(listener, state.over_tls(), Some(tls), shutdown).await
 }
 
 async fn serve(

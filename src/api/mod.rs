@@ -77,9 +77,14 @@ impl Default for DialectConfig {
     }
 }
 
-/// What every handler can reach.
+/// What every handler can reach: one `Arc`, so that the clone every handler's
+/// `State` extractor makes is one reference count.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// The contents of [`AppState`].
+#[derive(Clone)]
+pub struct Shared {
     pub service: Service,
     pub http: Arc<HttpConfig>,
     pub dialects: Arc<DialectConfig>,
@@ -90,6 +95,29 @@ pub struct AppState {
     /// Cancelled when the server starts shutting down: long-lived responses (the
     /// event stream) end then, so that they do not hold up a graceful shutdown.
     pub shutting_down: CancellationToken,
+}
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        AppState(Arc::new(shared))
+    }
+
+    /// The same state, for requests that arrive over TLS.
+    #[must_use]
+    pub fn over_tls(&self) -> Self {
+        AppState::new(Shared {
+            secure_transport: true,
+            ..Shared::clone(&self.0)
+        })
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 impl FromRef<AppState> for Service {

@@ -17,15 +17,13 @@ use super::AppState;
 use crate::telemetry::{self, UNMATCHED_ROUTE};
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderName, Method, StatusCode, header};
-use axum::middleware::Next;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Instant;
-use tower::ServiceBuilder;
-use tower::util::MapRequestLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::{Level, Span};
 
 const TEXT: &str = "text/plain; charset=utf-8";
@@ -73,38 +71,150 @@ async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
     )
 }
 
-/// Wraps every route (and the fallback) of `router` in the request-id, tracing and
-/// latency layers; the line for each finished request is logged at `response_level`.
-/// Call it after the last route is added.
+/// Wraps every route (and the fallback) of `router` in [`Instrument`]: request id,
+/// `request` span, latency histogram and the `finished processing request` line at
+/// `response_level`. Call it after the last route is added.
 pub fn instrument(router: Router<AppState>, response_level: Level) -> Router<AppState> {
-    router.layer(
-        ServiceBuilder::new()
-            .layer(MapRequestLayer::new(
-                drop_unacceptable_request_id as fn(Request) -> Request,
-            ))
-            .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeRequestUuid))
-            .layer(
-                TraceLayer::new_for_http()
-                    .make_span_with(request_span as fn(&Request) -> Span)
-                    .on_response(DefaultOnResponse::new().level(response_level)),
-            )
-            .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
-            .layer(axum::middleware::from_fn(record_latency)),
-    )
+    router.layer(InstrumentLayer {
+        log_at_info: response_level == Level::INFO,
+    })
 }
 
-/// Removes an `X-Request-Id` that is not acceptable, so that a fresh one is made.
-fn drop_unacceptable_request_id(mut req: Request) -> Request {
-    let mut values = req.headers().get_all(&X_REQUEST_ID).iter();
-    let keep = match (values.next(), values.next()) {
-        (None, _) => return req,
-        (Some(v), None) => acceptable_request_id(v.as_bytes()),
-        (Some(_), Some(_)) => false,
-    };
-    if !keep {
-        req.headers_mut().remove(&X_REQUEST_ID);
+/// The layer of [`Instrument`].
+#[derive(Clone, Copy, Debug)]
+pub struct InstrumentLayer {
+    log_at_info: bool,
+}
+
+impl<S> tower::Layer<S> for InstrumentLayer {
+    type Service = Instrument<S>;
+
+    fn layer(&self, inner: S) -> Instrument<S> {
+        Instrument {
+            inner,
+            log_at_info: self.log_at_info,
+        }
     }
-    req
+}
+
+/// What every request goes through, in one service and one future (tower-http's
+/// request-id, propagate and trace layers plus a latency middleware cost about a
+/// quarter of a session validation, see `bench/PROFILE.md`):
+/// - the request id is kept or made (see the module documentation) and returned
+///   in the response's `X-Request-Id`;
+/// - the inner service runs in the `request` span (fields `request_id` and `route`,
+///   entered on every poll), so every line it logs carries them;
+/// - its latency is recorded by route template, method and status, and a
+///   `finished processing request` line (method, status, latency) is logged.
+#[derive(Clone, Debug)]
+pub struct Instrument<S> {
+    inner: S,
+    log_at_info: bool,
+}
+
+impl<S> tower::Service<Request> for Instrument<S>
+where
+    S: tower::Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = InstrumentFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        let start = Instant::now();
+        let id = request_id(&mut req);
+        // The template is shared (`Arc<str>` inside): cloning it allocates nothing.
+        let route = req.extensions().get::<MatchedPath>().cloned();
+        let method = method_label(req.method());
+        let span = tracing::info_span!(
+            "request",
+            request_id = id.to_str().unwrap_or(""),
+            route = route.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str),
+        );
+        let inner = span.in_scope(|| {
+            tracing::debug!(method, "started processing request");
+            self.inner.call(req)
+        });
+        InstrumentFuture {
+            inner,
+            span,
+            id: Some(id),
+            route,
+            method,
+            start,
+            log_at_info: self.log_at_info,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`Instrument`].
+    pub struct InstrumentFuture<F> {
+        #[pin]
+        inner: F,
+        span: Span,
+        // Taken into the response.
+        id: Option<HeaderValue>,
+        route: Option<MatchedPath>,
+        method: &'static str,
+        start: Instant,
+        log_at_info: bool,
+    }
+}
+
+impl<F, E> Future for InstrumentFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let _entered = this.span.enter();
+        let mut response = match this.inner.poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Ready(Ok(r)) => r,
+        };
+        let elapsed = this.start.elapsed();
+        let status = response.status().as_u16();
+        let route = this
+            .route
+            .as_ref()
+            .map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
+        let method = *this.method;
+        telemetry::http_request(route, method, status, elapsed);
+        let latency_ms = elapsed.as_secs_f64() * 1000.0;
+        if *this.log_at_info {
+            tracing::info!(method, status, latency_ms, "finished processing request");
+        } else {
+            tracing::debug!(method, status, latency_ms, "finished processing request");
+        }
+        if let Some(id) = this.id.take() {
+            response.headers_mut().insert(X_REQUEST_ID, id);
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
+/// The request's id: its `X-Request-Id` if acceptable, otherwise a fresh UUID
+/// (which then replaces it in the request, for the handlers).
+fn request_id(req: &mut Request) -> HeaderValue {
+    let mut values = req.headers().get_all(&X_REQUEST_ID).iter();
+    if let (Some(v), None) = (values.next(), values.next())
+        && acceptable_request_id(v.as_bytes())
+    {
+        return v.clone();
+    }
+    let mut buf = uuid::Uuid::encode_buffer();
+    let made = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    let id = HeaderValue::from_str(made).unwrap_or_else(|_| HeaderValue::from_static("-"));
+    req.headers_mut().insert(X_REQUEST_ID, id.clone());
+    id
 }
 
 fn acceptable_request_id(id: &[u8]) -> bool {
@@ -112,45 +222,6 @@ fn acceptable_request_id(id: &[u8]) -> bool {
         && id
             .iter()
             .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
-}
-
-/// The route template a request matched, never its raw path.
-fn route_of(req: &Request) -> &str {
-    req.extensions()
-        .get::<MatchedPath>()
-        .map_or(UNMATCHED_ROUTE, MatchedPath::as_str)
-}
-
-/// The `request` span: the request id (so that every line of the request carries
-/// it), the method and the route template. The raw path is
-/// not a field: formatting span fields is paid on every request whether or not a
-/// line is logged inside it, and the template names the endpoint. `info_span!`
-/// builds nothing when the span is disabled by the filter.
-fn request_span(req: &Request) -> Span {
-    let id = req
-        .headers()
-        .get(&X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    tracing::info_span!(
-        "request",
-        request_id = id,
-        method = %req.method(),
-        route = route_of(req),
-    )
-}
-
-async fn record_latency(req: Request, next: Next) -> Response {
-    // The template is shared (`Arc<str>` inside): cloning it allocates nothing.
-    let matched = req.extensions().get::<MatchedPath>().cloned();
-    let method = method_label(req.method());
-    let start = Instant::now();
-    let response = next.run(req).await;
-    let route = matched
-        .as_ref()
-        .map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
-    telemetry::http_request(route, method, response.status().as_u16(), start.elapsed());
-    response
 }
 
 /// The standard methods by name; anything else is `other`, so that clients cannot
@@ -184,26 +255,29 @@ mod tests {
     }
 
     #[test]
-    fn several_request_ids_are_all_dropped() {
-        let req = Request::builder()
+    fn several_or_unacceptable_request_ids_are_replaced() {
+        let made = |req: &mut Request| {
+            let id = request_id(req);
+            assert_eq!(req.headers()["x-request-id"], id, "the handlers see it too");
+            uuid::Uuid::parse_str(id.to_str().unwrap()).is_ok()
+        };
+        let mut req = Request::builder()
             .header("x-request-id", "one")
             .header("x-request-id", "two")
             .body(axum::body::Body::empty())
             .unwrap();
-        assert!(
-            drop_unacceptable_request_id(req)
-                .headers()
-                .get("x-request-id")
-                .is_none()
-        );
-        let req = Request::builder()
+        assert!(made(&mut req));
+        assert_eq!(req.headers().get_all("x-request-id").iter().count(), 1);
+        let mut req = Request::builder()
+            .header("x-request-id", "<b>")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        assert!(made(&mut req));
+        let mut req = Request::builder()
             .header("x-request-id", "one")
             .body(axum::body::Body::empty())
             .unwrap();
-        assert_eq!(
-            drop_unacceptable_request_id(req).headers()["x-request-id"],
-            "one"
-        );
+        assert_eq!(request_id(&mut req), "one");
     }
 
     #[test]

@@ -293,7 +293,7 @@ const PW: &str = "operator-password";
 /// signal to arrive while a login is hashing.
 const SLOW_LOGIN: [(&str, &str); 2] = [
     ("SESSIOND_PASSWORD_HASH__ITERATIONS", "40"),
-    ("RUST_LOG", "info,tower_http=debug"),
+    ("RUST_LOG", "info,sessiond::api::ops=debug"),
 ];
 
 #[tokio::test]
