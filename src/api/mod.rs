@@ -141,14 +141,13 @@ pub fn router(state: AppState) -> Router {
         .nest("/v1", native::routes())
         .merge(ui::routes())
         .merge(ops::routes(&state))
-        .fallback(not_found)
-        .layer(DefaultBodyLimit::max(limit));
+        .fallback(not_found);
     let level = if state.http.request_log {
         tracing::Level::INFO
     } else {
         tracing::Level::DEBUG
     };
-    ops::instrument(routes, level).with_state(state)
+    ops::instrument(routes, level, DefaultBodyLimit::max(limit)).with_state(state)
 }
 
 async fn not_found() -> impl IntoResponse {

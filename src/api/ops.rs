@@ -71,13 +71,29 @@ async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
     )
 }
 
-/// Wraps every route (and the fallback) of `router` in [`Instrument`]: request id,
+/// Wraps every route (and the fallback) of `router` in [`Instrument`] (request id,
 /// `request` span, latency histogram and the `finished processing request` line at
-/// `response_level`. Call it after the last route is added.
-pub fn instrument(router: Router<AppState>, response_level: Level) -> Router<AppState> {
-    router.layer(InstrumentLayer {
-        log_at_info: response_level == Level::INFO,
-    })
+/// `response_level`) and then in `inner`. Call it after the last route is added.
+///
+/// One `Router::layer` call for both: each one boxes every route once more, which
+/// is an allocation and a dynamic call per request.
+pub fn instrument<L>(router: Router<AppState>, response_level: Level, inner: L) -> Router<AppState>
+where
+    L: tower::Layer<axum::routing::Route> + Clone + Send + Sync + 'static,
+    L::Service: tower::Service<Request, Response = Response, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    <L::Service as tower::Service<Request>>::Future: Send + 'static,
+{
+    router.layer(
+        tower::ServiceBuilder::new()
+            .layer(InstrumentLayer {
+                log_at_info: response_level == Level::INFO,
+            })
+            .layer(inner),
+    )
 }
 
 /// The layer of [`Instrument`].
@@ -102,10 +118,10 @@ impl<S> tower::Layer<S> for InstrumentLayer {
 /// quarter of a session validation, see `bench/PROFILE.md`):
 /// - the request id is kept or made (see the module documentation) and returned
 ///   in the response's `X-Request-Id`;
-/// - the inner service runs in the `request` span (fields `request_id` and `route`,
-///   entered on every poll), so every line it logs carries them;
+/// - the inner service runs in the `request` span (field `request_id`, entered on
+///   every poll), so every line it logs carries the id;
 /// - its latency is recorded by route template, method and status, and a
-///   `finished processing request` line (method, status, latency) is logged.
+///   `finished processing request` line (method, route, status, latency) is logged.
 #[derive(Clone, Debug)]
 pub struct Instrument<S> {
     inner: S,
@@ -130,11 +146,9 @@ where
         // The template is shared (`Arc<str>` inside): cloning it allocates nothing.
         let route = req.extensions().get::<MatchedPath>().cloned();
         let method = method_label(req.method());
-        let span = tracing::info_span!(
-            "request",
-            request_id = id.to_str().unwrap_or(""),
-            route = route.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str),
-        );
+        // One field: formatting span fields is paid on every request, whether or
+        // not anything is logged inside it. The route is on the finished line.
+        let span = tracing::info_span!("request", request_id = id.to_str().unwrap_or(""));
         let inner = span.in_scope(|| {
             tracing::debug!(method, "started processing request");
             self.inner.call(req)
@@ -190,9 +204,21 @@ where
         telemetry::http_request(route, method, status, elapsed);
         let latency_ms = elapsed.as_secs_f64() * 1000.0;
         if *this.log_at_info {
-            tracing::info!(method, status, latency_ms, "finished processing request");
+            tracing::info!(
+                method,
+                route,
+                status,
+                latency_ms,
+                "finished processing request"
+            );
         } else {
-            tracing::debug!(method, status, latency_ms, "finished processing request");
+            tracing::debug!(
+                method,
+                route,
+                status,
+                latency_ms,
+                "finished processing request"
+            );
         }
         if let Some(id) = this.id.take() {
             response.headers_mut().insert(X_REQUEST_ID, id);

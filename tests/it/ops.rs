@@ -424,7 +424,10 @@ async fn json_logs_carry_request_ids_and_no_secrets() {
     assert!(
         login_lines
             .iter()
-            .all(|l| l["span"]["route"] == "/commandcenter/api/login")
+            .any(|l| message(l) == "finished processing request"
+                && l["fields"]["route"] == "/commandcenter/api/login"
+                && l["fields"]["method"] == "POST"),
+        "{login_lines:?}"
     );
     assert!(!of_request("whoami-req-2").is_empty(), "{log}");
     for secret in [secret_of(&token), PW, &b64(PW)] {

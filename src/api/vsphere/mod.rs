@@ -35,7 +35,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::{any, post};
 use base64::Engine;
 use secrecy::SecretString;
-use serde_json::Value;
 
 /// The header (and, for legacy REST, the cookie) that carries the session id.
 pub const SESSION_ID_HEADER: &str = "vmware-api-session-id";
@@ -165,22 +164,44 @@ fn session_id_header(headers: &HeaderMap) -> Result<Option<&str>, VsError> {
 }
 
 /// `cis session: get`'s `Info` as plain JSON.
-fn session_info(caller: &Caller, domain: &str) -> serde_json::Map<String, Value> {
-    let session = &caller.session;
-    let mut info = serde_json::Map::new();
-    info.insert(
-        "user".into(),
-        Value::String(format!("{}@{}", session.user_name, domain)),
-    );
-    info.insert(
-        "created_time".into(),
-        Value::String(session.created_at.to_string()),
-    );
-    info.insert(
-        "last_accessed_time".into(),
-        Value::String(caller.last_accessed_at.to_string()),
-    );
-    info
+fn session_info<'a>(caller: &'a Caller, domain: &'a str) -> SessionInfo<'a> {
+    SessionInfo {
+        created_time: caller.session.created_at,
+        last_accessed_time: caller.last_accessed_at,
+        user: UserAtDomain {
+            user: &caller.session.user_name,
+            domain,
+        },
+    }
+}
+
+/// `Info`, serialized without building a map (fields in the order a map had them).
+#[derive(serde::Serialize)]
+struct SessionInfo<'a> {
+    #[serde(serialize_with = "as_display")]
+    created_time: crate::domain::Timestamp,
+    #[serde(serialize_with = "as_display")]
+    last_accessed_time: crate::domain::Timestamp,
+    #[serde(serialize_with = "as_display")]
+    user: UserAtDomain<'a>,
+}
+
+/// `name@domain`.
+struct UserAtDomain<'a> {
+    user: &'a str,
+    domain: &'a str,
+}
+
+impl std::fmt::Display for UserAtDomain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.user)?;
+        f.write_str("@")?;
+        f.write_str(self.domain)
+    }
+}
+
+fn as_display<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
 }
 
 /// The request body, within the size limit.
