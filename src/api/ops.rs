@@ -148,7 +148,12 @@ where
         let method = method_label(req.method());
         // One field: formatting span fields is paid on every request, whether or
         // not anything is logged inside it. The route is on the finished line.
-        let span = tracing::info_span!("request", request_id = id.to_str().unwrap_or(""));
+        // `display`: the id is plain ASCII (checked or made here), so it is written as
+        // is rather than through `str`'s escaping `Debug`.
+        let span = tracing::info_span!(
+            "request",
+            request_id = tracing::field::display(id.to_str().unwrap_or(""))
+        );
         let inner = span.in_scope(|| {
             tracing::debug!(method, "started processing request");
             self.inner.call(req)

@@ -57,7 +57,7 @@ struct Inner {
     /// A hash of a random password: unknown users are verified against it, so that
     /// they cost the same time as known ones.
     dummy: String,
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
     memory: MemoryPool,
     /// How many verifications ran (known and unknown users alike).
     verifications: AtomicU64,
@@ -80,7 +80,7 @@ impl Passwords {
             inner: Arc::new(Inner {
                 argon,
                 dummy,
-                permits: Semaphore::new(cores),
+                permits: Arc::new(Semaphore::new(cores)),
                 memory: MemoryPool::new(cores),
                 verifications: AtomicU64::new(0),
             }),
@@ -133,16 +133,20 @@ impl Passwords {
         &self,
         f: impl FnOnce(&Inner) -> T + Send + 'static,
     ) -> ServiceResult<T> {
-        let _permit = self
-            .inner
-            .permits
-            .acquire()
+        let permit = Arc::clone(&self.inner.permits)
+            .acquire_owned()
             .await
             .map_err(|e| ServiceError::Unavailable(e.into()))?;
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || f(&inner))
-            .await
-            .map_err(|e| ServiceError::Unavailable(e.into()))
+        // The permit is released on the blocking thread as soon as the hash is done,
+        // not when this task is next polled: the next login starts hashing at once.
+        tokio::task::spawn_blocking(move || {
+            let out = f(&inner);
+            drop(permit);
+            out
+        })
+        .await
+        .map_err(|e| ServiceError::Unavailable(e.into()))
     }
 }
 
