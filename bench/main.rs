@@ -611,8 +611,10 @@ impl Proc {
                 .nth(1)
                 .and_then(|r| r.split_whitespace().next())
             {
-                let addr = strip_ansi(addr);
-                return Ok(Proc { child, addr });
+                return Ok(Proc {
+                    child,
+                    addr: addr.to_string(),
+                });
             }
             if let Some(status) = child.try_wait()? {
                 bail!("{} exited ({status}):\n{text}", bin.display());
@@ -647,23 +649,6 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::new();
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// `wrk` on the PATH; installed with apt-get when missing and running as root.

@@ -48,14 +48,14 @@ impl ServeProcess {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                let plain = strip_ansi(&line);
-                if let Some(port) = listening_port(&plain)
+                // Logs written to a pipe carry no colour codes (see `cli::init_logging`).
+                if let Some(port) = listening_port(&line)
                     && let Some(tx) = tx.take()
                 {
                     let _ = tx.send(port);
                 }
                 let mut l = sink.lock().unwrap();
-                l.push_str(&plain);
+                l.push_str(&line);
                 l.push('\n');
                 grew.notify_all();
             }
@@ -143,23 +143,6 @@ fn listening_port(line: &str) -> Option<u16> {
         .take_while(|c| !c.is_whitespace() && *c != '"')
         .collect();
     addr.rsplit(':').next()?.parse().ok()
-}
-
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// Runs a CLI command, feeding `stdin`.
