@@ -119,20 +119,7 @@ async fn try_sign_in(app: &TestApp, user: &str, password: &str) -> reqwest::Resp
 }
 
 async fn v1_login(app: &TestApp, user: &str, password: &str) -> (String, String) {
-    let v: Value = app
-        .http
-        .post(app.url("/v1/login"))
-        .json(&json!({"username": user, "password": password}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    (
-        v["token"].as_str().unwrap().to_string(),
-        v["session"]["id"].as_str().unwrap().to_string(),
-    )
+    crate::support::process::v1_login(&app.url(""), user, password).await
 }
 
 async fn session_state(app: &TestApp, id: &str) -> String {
