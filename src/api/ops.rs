@@ -154,10 +154,11 @@ where
             "request",
             request_id = tracing::field::display(id.to_str().unwrap_or(""))
         );
-        let inner = span.in_scope(|| {
-            tracing::debug!(method, "started processing request");
-            self.inner.call(req)
-        });
+        // The event names its span; entering it here would be one more enter and
+        // exit per request for nothing (the inner `call` only builds a future, which
+        // runs inside the span on every poll).
+        tracing::debug!(parent: &span, method, "started processing request");
+        let inner = self.inner.call(req);
         InstrumentFuture {
             inner,
             span,
