@@ -200,6 +200,7 @@ fn load(common: &Common, flags: Overrides) -> anyhow::Result<Config> {
 }
 
 fn init_logging(config: &Config, quiet_default: &str) {
+    use crate::logging::LineFormat;
     use tracing_subscriber::filter::{EnvFilter, Targets};
     use tracing_subscriber::fmt;
     use tracing_subscriber::layer::SubscriberExt;
@@ -225,10 +226,24 @@ fn init_logging(config: &Config, quiet_default: &str) {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let (text, json) = match config.log.format {
         LogFormat::Text => (
-            Some(fmt::layer().with_ansi(ansi).with_writer(std::io::stderr)),
+            Some(
+                fmt::layer()
+                    .with_ansi(ansi)
+                    .event_format(LineFormat::text(ansi))
+                    .with_writer(std::io::stderr),
+            ),
             None,
         ),
-        LogFormat::Json => (None, Some(fmt::layer().json().with_writer(std::io::stderr))),
+        LogFormat::Json => (
+            None,
+            Some(
+                fmt::layer()
+                    .with_ansi(false)
+                    .fmt_fields(fmt::format::JsonFields::new())
+                    .event_format(LineFormat::json())
+                    .with_writer(std::io::stderr),
+            ),
+        ),
     };
     let _ = tracing_subscriber::registry()
         .with(targets)

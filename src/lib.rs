@@ -15,6 +15,7 @@
 //! - [`domain`]: plain types shared by all layers.
 //! - [`clock`]: the injected clock; nothing else reads the system time.
 //! - [`telemetry`]: Prometheus metric names and the process-wide recorder.
+//! - [`logging`]: the log line formats (with the id of the request being served).
 //! - [`config`], [`server`], [`cli`]: configuration, wiring and the binary's commands.
 //!
 //! See `ARCHITECTURE.md` for the invariants.
@@ -24,6 +25,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod logging;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -126,6 +126,35 @@ impl FromRef<AppState> for Service {
     }
 }
 
+/// A JSON answer, like `axum::Json`, serialized into a buffer that holds a usual
+/// answer at once (axum's starts at 128 bytes and grows, copying, several times for
+/// a session or a user: a measurable part of a session get).
+#[derive(Clone, Copy, Debug)]
+pub struct Json<T>(pub T);
+
+/// Enough for a session with its user; larger answers grow as usual.
+const JSON_BUFFER: usize = 1024;
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> axum::response::Response {
+        let mut buf = Vec::with_capacity(JSON_BUFFER);
+        match serde_json::to_writer(&mut buf, &self.0) {
+            Ok(()) => (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    axum::http::HeaderValue::from_static("application/json"),
+                )],
+                buf,
+            )
+                .into_response(),
+            Err(e) => {
+                tracing::error!(error = %e, "could not render JSON");
+                StatusCode::INTERNAL_SERVER_ERROR.into_response()
+            }
+        }
+    }
+}
+
 /// The whole HTTP application: every dialect, behind path normalization.
 pub fn app(state: AppState) -> NormalizedApp {
     normalize::wrap(router(state))

@@ -1,5 +1,5 @@
 //! Operations: health and readiness probes, Prometheus metrics, and the layers
-//! every request goes through (request id, request span, latency histogram).
+//! every request goes through (request id, latency histogram, request log line).
 //!
 //! - `GET /healthz`: 200 while the process serves requests.
 //! - `GET /readyz`: 200 when the store answers a ping, 503 otherwise.
@@ -10,10 +10,11 @@
 //!
 //! Request ids: an incoming `X-Request-Id` of at most [`MAX_REQUEST_ID_LEN`]
 //! characters from `[A-Za-z0-9._:-]` is kept, anything else is replaced by a fresh
-//! UUID; the id is returned in the response's `X-Request-Id` and is a field of the
-//! request's span, so every log line of the request carries it.
+//! UUID; the id is returned in the response's `X-Request-Id`, and every log line of
+//! the request carries it (`crate::logging`: a task-local, not a `tracing` span).
 
 use super::AppState;
+use crate::logging;
 use crate::telemetry::{self, UNMATCHED_ROUTE};
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
@@ -24,7 +25,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
-use tracing::{Level, Span};
+use tokio::task::futures::TaskLocalFuture;
+use tracing::Level;
 
 const TEXT: &str = "text/plain; charset=utf-8";
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -72,7 +74,7 @@ async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
 }
 
 /// Wraps every route (and the fallback) of `router` in [`Instrument`] (request id,
-/// `request` span, latency histogram and the `finished processing request` line at
+/// latency histogram and the `finished processing request` line at
 /// `response_level`) and then in `inner`. Call it after the last route is added.
 ///
 /// One `Router::layer` call for both: each one boxes every route once more, which
@@ -118,8 +120,8 @@ impl<S> tower::Layer<S> for InstrumentLayer {
 /// quarter of a session validation, see `bench/PROFILE.md`):
 /// - the request id is kept or made (see the module documentation) and returned
 ///   in the response's `X-Request-Id`;
-/// - the inner service runs in the `request` span (field `request_id`, entered on
-///   every poll), so every line it logs carries the id;
+/// - the inner service's future runs with the id in a task-local
+///   (`crate::logging::in_request`), so every line it logs carries the id;
 /// - its latency is recorded by route template, method and status, and a
 ///   `finished processing request` line (method, route, status, latency) is logged.
 #[derive(Clone, Debug)]
@@ -140,28 +142,22 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request) -> Self::Future {
+    fn call(&mut self, req: Request) -> Self::Future {
         let start = Instant::now();
-        let id = request_id(&mut req);
+        let id = request_id(&req);
         // The template is shared (`Arc<str>` inside): cloning it allocates nothing.
         let route = req.extensions().get::<MatchedPath>().cloned();
         let method = method_label(req.method());
-        // One field: formatting span fields is paid on every request, whether or
-        // not anything is logged inside it. The route is on the finished line.
-        // `display`: the id is plain ASCII (checked or made here), so it is written as
-        // is rather than through `str`'s escaping `Debug`.
-        let span = tracing::info_span!(
-            "request",
-            request_id = tracing::field::display(id.to_str().unwrap_or(""))
-        );
-        // The event names its span; entering it here would be one more enter and
-        // exit per request for nothing (the inner `call` only builds a future, which
-        // runs inside the span on every poll).
-        tracing::debug!(parent: &span, method, "started processing request");
-        let inner = self.inner.call(req);
+        if tracing::enabled!(Level::DEBUG) {
+            logging::with_request_id(id.clone(), || {
+                tracing::debug!(method, "started processing request");
+            });
+        }
+        // The inner `call` only builds the handler's future: what it logs, it logs
+        // when polled, inside the request's scope.
+        let inner = logging::in_request(id.clone(), self.inner.call(req));
         InstrumentFuture {
             inner,
-            span,
             id: Some(id),
             route,
             method,
@@ -175,8 +171,7 @@ pin_project_lite::pin_project! {
     /// The future of [`Instrument`].
     pub struct InstrumentFuture<F> {
         #[pin]
-        inner: F,
-        span: Span,
+        inner: TaskLocalFuture<HeaderValue, F>,
         // Taken into the response.
         id: Option<HeaderValue>,
         route: Option<MatchedPath>,
@@ -194,7 +189,6 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let _entered = this.span.enter();
         let mut response = match this.inner.poll(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -209,22 +203,33 @@ where
         let method = *this.method;
         telemetry::http_request(route, method, status, elapsed);
         let latency_ms = elapsed.as_secs_f64() * 1000.0;
-        if *this.log_at_info {
-            tracing::info!(
-                method,
-                route,
-                status,
-                latency_ms,
-                "finished processing request"
-            );
+        let log_at_info = *this.log_at_info;
+        let finished = || {
+            if log_at_info {
+                tracing::info!(
+                    method,
+                    route,
+                    status,
+                    latency_ms,
+                    "finished processing request"
+                );
+            } else {
+                tracing::debug!(
+                    method,
+                    route,
+                    status,
+                    latency_ms,
+                    "finished processing request"
+                );
+            }
+        };
+        let enabled = if log_at_info {
+            tracing::enabled!(Level::INFO)
         } else {
-            tracing::debug!(
-                method,
-                route,
-                status,
-                latency_ms,
-                "finished processing request"
-            );
+            tracing::enabled!(Level::DEBUG)
+        };
+        if enabled && let Some(id) = this.id.as_ref() {
+            logging::with_request_id(id.clone(), finished);
         }
         if let Some(id) = this.id.take() {
             response.headers_mut().insert(X_REQUEST_ID, id);
@@ -233,9 +238,9 @@ where
     }
 }
 
-/// The request's id: its `X-Request-Id` if acceptable, otherwise a fresh UUID
-/// (which then replaces it in the request, for the handlers).
-fn request_id(req: &mut Request) -> HeaderValue {
+/// The request's id: its `X-Request-Id` if acceptable, otherwise a fresh UUID.
+/// (Handlers and the log read it from `crate::logging`, not from the request.)
+fn request_id(req: &Request) -> HeaderValue {
     let mut values = req.headers().get_all(&X_REQUEST_ID).iter();
     if let (Some(v), None) = (values.next(), values.next())
         && acceptable_request_id(v.as_bytes())
@@ -244,9 +249,7 @@ fn request_id(req: &mut Request) -> HeaderValue {
     }
     let mut buf = uuid::Uuid::encode_buffer();
     let made = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
-    let id = HeaderValue::from_str(made).unwrap_or_else(|_| HeaderValue::from_static("-"));
-    req.headers_mut().insert(X_REQUEST_ID, id.clone());
-    id
+    HeaderValue::from_str(made).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 fn acceptable_request_id(id: &[u8]) -> bool {
@@ -288,28 +291,23 @@ mod tests {
 
     #[test]
     fn several_or_unacceptable_request_ids_are_replaced() {
-        let made = |req: &mut Request| {
-            let id = request_id(req);
-            assert_eq!(req.headers()["x-request-id"], id, "the handlers see it too");
-            uuid::Uuid::parse_str(id.to_str().unwrap()).is_ok()
-        };
-        let mut req = Request::builder()
+        let made = |req: &Request| uuid::Uuid::parse_str(request_id(req).to_str().unwrap()).is_ok();
+        let req = Request::builder()
             .header("x-request-id", "one")
             .header("x-request-id", "two")
             .body(axum::body::Body::empty())
             .unwrap();
-        assert!(made(&mut req));
-        assert_eq!(req.headers().get_all("x-request-id").iter().count(), 1);
-        let mut req = Request::builder()
+        assert!(made(&req));
+        let req = Request::builder()
             .header("x-request-id", "<b>")
             .body(axum::body::Body::empty())
             .unwrap();
-        assert!(made(&mut req));
-        let mut req = Request::builder()
+        assert!(made(&req));
+        let req = Request::builder()
             .header("x-request-id", "one")
             .body(axum::body::Body::empty())
             .unwrap();
-        assert_eq!(request_id(&mut req), "one");
+        assert_eq!(request_id(&req), "one");
     }
 
     #[test]

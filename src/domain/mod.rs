@@ -11,6 +11,6 @@ pub use session::{
     ClientInfo, ConsoleType, Dialect, EndReason, NewSession, Session, SessionEnd, SessionId,
     SessionState,
 };
-pub use time::{Timestamp, duration_millis};
+pub use time::{Rfc3339, Timestamp, duration_millis};
 pub use token::{RngFailure, SessionToken, TOKEN_BYTES, TokenHash};
 pub use user::{NewUser, PasswordHash, Permission, Permissions, Role, User, UserId};

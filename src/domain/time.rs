@@ -47,21 +47,15 @@ pub fn duration_millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-impl fmt::Display for Timestamp {
-    /// `YYYY-MM-DDThh:mm:ss.sssZ` (UTC). On the hot path (vSphere session info), so
-    /// the digits are written into a stack buffer rather than through `write!` with
-    /// padding (a third of the cost of rendering a session, per callgrind).
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Ok(t) = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000)
-        else {
-            return write!(f, "@{}ms", self.0);
-        };
-        let Ok(year) = u32::try_from(t.year()) else {
-            return write!(f, "@{}ms", self.0);
-        };
-        if year > 9999 {
-            return write!(f, "@{}ms", self.0);
-        }
+impl Timestamp {
+    /// `YYYY-MM-DDThh:mm:ss.sssZ` (UTC) in a stack buffer, or `None` for an
+    /// instant outside years 0000..=9999. On the hot path (vSphere session info), so
+    /// the digits are written one by one rather than through `write!` with padding,
+    /// and callers hand out the `str` without the formatting machinery.
+    pub fn rfc3339(self) -> Option<Rfc3339> {
+        let t =
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000).ok()?;
+        let year = u32::try_from(t.year()).ok().filter(|y| *y <= 9999)?;
         let mut b = *b"0000-00-00T00:00:00.000Z";
         let mut put = |at: usize, width: usize, mut v: u32| {
             for i in (at..at + width).rev() {
@@ -76,8 +70,28 @@ impl fmt::Display for Timestamp {
         put(14, 2, u32::from(t.minute()));
         put(17, 2, u32::from(t.second()));
         put(20, 3, u32::from(t.millisecond()));
+        Some(Rfc3339(b))
+    }
+}
+
+/// A formatted [`Timestamp`] (see [`Timestamp::rfc3339`]).
+#[derive(Clone, Copy)]
+pub struct Rfc3339([u8; 24]);
+
+impl Rfc3339 {
+    pub fn as_str(&self) -> &str {
         // Only ASCII digits were written into an ASCII template.
-        f.write_str(std::str::from_utf8(&b).map_err(|_| fmt::Error)?)
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
+}
+
+impl fmt::Display for Timestamp {
+    /// `YYYY-MM-DDThh:mm:ss.sssZ` (UTC); `@<ms>ms` outside years 0000..=9999.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.rfc3339() {
+            Some(text) => f.write_str(text.as_str()),
+            None => write!(f, "@{}ms", self.0),
+        }
     }
 }
 

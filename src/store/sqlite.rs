@@ -177,7 +177,7 @@ impl SqliteStore {
         .await
         .map_err(backend)?;
         tx.commit().await.map_err(backend)?;
-        self.generation.bump(Slot::Listings);
+        self.generation.bump(Slot::Listings).await;
         Ok(UserId(first))
     }
 
@@ -408,7 +408,7 @@ impl Store for SqliteStore {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        self.generation.bump(Slot::Changes);
+        self.generation.bump(Slot::Changes).await;
         Ok(())
     }
 
@@ -418,7 +418,7 @@ impl Store for SqliteStore {
             .execute(&self.writer)
             .await
             .map_err(backend)?;
-        self.generation.bump(Slot::Changes);
+        self.generation.bump(Slot::Changes).await;
         Ok(done.rows_affected() > 0)
     }
 
@@ -514,9 +514,9 @@ impl Store for SqliteStore {
         .map_err(backend)?;
         tx.commit().await.map_err(backend)?;
         if !evicted.is_empty() {
-            self.generation.bump(Slot::Changes);
+            self.generation.bump(Slot::Changes).await;
         }
-        self.generation.bump(Slot::Listings);
+        self.generation.bump(Slot::Listings).await;
         Ok(CreatedSession {
             session: new.into_session(bsid),
             evicted,
@@ -584,7 +584,7 @@ impl Store for SqliteStore {
         .await
         .map_err(backend)?;
         if row.is_some() {
-            self.generation.bump(Slot::Changes);
+            self.generation.bump(Slot::Changes).await;
         }
         row.as_ref().map(session_from_row).transpose()
     }
@@ -609,7 +609,7 @@ impl Store for SqliteStore {
         .await
         .map_err(backend)?;
         if !rows.is_empty() {
-            self.generation.bump(Slot::Changes);
+            self.generation.bump(Slot::Changes).await;
         }
         sessions_from_rows(&rows)
     }
@@ -630,7 +630,7 @@ impl Store for SqliteStore {
         .await
         .map_err(backend)?;
         if done.rows_affected() > 0 {
-            self.generation.bump(Slot::Changes);
+            self.generation.bump(Slot::Changes).await;
         }
         Ok(done.rows_affected() == 1)
     }
@@ -660,7 +660,7 @@ impl Store for SqliteStore {
         .await
         .map_err(backend)?;
         if !rows.is_empty() {
-            self.generation.bump(Slot::Changes);
+            self.generation.bump(Slot::Changes).await;
         }
         sessions_from_rows(&rows)
     }
@@ -676,7 +676,7 @@ impl Store for SqliteStore {
         .await
         .map_err(backend)?;
         if done.rows_affected() > 0 {
-            self.generation.bump(Slot::Listings);
+            self.generation.bump(Slot::Listings).await;
         }
         Ok(done.rows_affected())
     }

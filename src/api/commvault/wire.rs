@@ -24,8 +24,10 @@ impl Format {
         let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
             return Format::Xml;
         };
-        let lower = accept.to_ascii_lowercase();
-        match (lower.find("json"), lower.find("xml")) {
+        match (
+            find_ignore_case(accept, "json"),
+            find_ignore_case(accept, "xml"),
+        ) {
             (Some(j), Some(x)) if j < x => Format::Json,
             (Some(_), None) => Format::Json,
             _ => Format::Xml,
@@ -38,11 +40,10 @@ pub fn body_format(headers: &HeaderMap, body: &[u8]) -> Format {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    if ct.contains("json") {
+        .unwrap_or("");
+    if find_ignore_case(ct, "json").is_some() {
         Format::Json
-    } else if ct.contains("xml") {
+    } else if find_ignore_case(ct, "xml").is_some() {
         Format::Xml
     } else {
         match body.iter().find(|b| !b.is_ascii_whitespace()) {
@@ -52,8 +53,17 @@ pub fn body_format(headers: &HeaderMap, body: &[u8]) -> Format {
     }
 }
 
+/// Where `needle` (lower-case ASCII) first occurs in `text`, ignoring ASCII case,
+/// without lower-casing a copy (this runs on every request).
+fn find_ignore_case(text: &str, needle: &str) -> Option<usize> {
+    text.as_bytes()
+        .windows(needle.len())
+        .position(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
 pub fn json_response<T: Serialize + ?Sized>(value: &T) -> Response {
-    match serde_json::to_vec(value) {
+    let mut buf = Vec::with_capacity(1024);
+    match serde_json::to_writer(&mut buf, value).map(|()| buf) {
         Ok(bytes) => (
             [(
                 header::CONTENT_TYPE,

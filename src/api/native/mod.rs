@@ -14,14 +14,15 @@ pub mod wire;
 pub use error::{ErrorBody, NativeError};
 
 use super::{AppState, ClientAddr};
+use crate::api::Json;
 use crate::domain::{self, ClientInfo, ConsoleType, Dialect, SessionId, UserId};
 use crate::service::{Actor, AuditFilter, LoginRequest, UserChanges, UserInput};
 use crate::store::StateFilter;
+use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::{Json, Router};
 use extract::{NJson, NQuery, NativeCaller};
 use secrecy::SecretString;
 use std::time::Duration;

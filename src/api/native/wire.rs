@@ -203,6 +203,20 @@ pub enum EndReason {
     Evicted,
 }
 
+/// An instant on the wire: RFC 3339 UTC with milliseconds, written straight from a
+/// stack buffer (no `String` per field; a session has four of them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WireTime(pub domain::Timestamp);
+
+impl Serialize for WireTime {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0.rfc3339() {
+            Some(text) => s.serialize_str(text.as_str()),
+            None => s.collect_str(&self.0),
+        }
+    }
+}
+
 /// A session record. Instants are RFC 3339 UTC with milliseconds.
 #[derive(Serialize, ToSchema)]
 pub struct Session {
@@ -218,18 +232,18 @@ pub struct Session {
     pub dialect: Dialect,
     /// Small per-user counter (Commvault `browserSessionId`).
     pub browser_session_id: i64,
-    #[schema(format = DateTime)]
-    pub created_at: String,
-    #[schema(format = DateTime)]
-    pub last_accessed_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: WireTime,
+    #[schema(value_type = String, format = DateTime)]
+    pub last_accessed_at: WireTime,
     /// End of the absolute lifetime.
-    #[schema(format = DateTime)]
-    pub expires_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub expires_at: WireTime,
     pub idle_timeout_seconds: u64,
     pub state: SessionState,
     /// When it ended (also for an expiry not yet recorded); null while live.
-    #[schema(format = DateTime)]
-    pub ended_at: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub ended_at: Option<WireTime>,
     pub end_reason: Option<EndReason>,
     /// Whether this is the session making the request.
     pub current: bool,
@@ -262,10 +276,10 @@ pub struct User {
     pub roles: Vec<String>,
     /// Permission keys the roles grant.
     pub permissions: Vec<&'static str>,
-    #[schema(format = DateTime)]
-    pub created_at: String,
-    #[schema(format = DateTime)]
-    pub updated_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: WireTime,
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: WireTime,
 }
 
 /// A page of users, by ascending id.
@@ -472,16 +486,16 @@ impl Session {
             },
             dialect: s.dialect.into(),
             browser_session_id: s.browser_session_id,
-            created_at: s.created_at.to_string(),
-            last_accessed_at: s.last_accessed_at.to_string(),
-            expires_at: s.expires_at.to_string(),
+            created_at: WireTime(s.created_at),
+            last_accessed_at: WireTime(s.last_accessed_at),
+            expires_at: WireTime(s.expires_at),
             idle_timeout_seconds: s.idle_timeout.as_secs(),
             state: if end.is_some() {
                 SessionState::Ended
             } else {
                 SessionState::Live
             },
-            ended_at: end.map(|e| e.at.to_string()),
+            ended_at: end.map(|e| WireTime(e.at)),
             end_reason: end.map(|e| e.reason.into()),
             current: s.id == current,
         }
@@ -504,8 +518,8 @@ impl From<&domain::User> for User {
                 .iter()
                 .map(domain::Permission::key)
                 .collect(),
-            created_at: u.created_at.to_string(),
-            updated_at: u.updated_at.to_string(),
+            created_at: WireTime(u.created_at),
+            updated_at: WireTime(u.updated_at),
         }
     }
 }

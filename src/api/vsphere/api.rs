@@ -10,9 +10,9 @@
 
 use super::error::{RestError, VsError};
 use super::{authenticate, basic_credentials, body_bytes, login, session_id_header, session_info};
+use crate::api::Json;
 use crate::api::{AppState, ClientAddr};
 use crate::domain::{ConsoleType, Dialect};
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;

@@ -23,17 +23,22 @@
 //! limit: HTTP 413 with a -32600 error object, since the request could not be read.
 
 use super::error::VsError;
-use super::{Credentials, authenticate, body_bytes, login, session_id_header, session_info};
+use super::{
+    Credentials, SessionInfo, authenticate, body_bytes, login, session_id_header, session_info,
+};
+use crate::api::Json;
 use crate::api::{AppState, ClientAddr};
 use crate::domain::{ConsoleType, Dialect};
-use axum::Json;
+use crate::service::Caller;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use std::borrow::Cow;
 
 pub const SESSION_SERVICE: &str = "com.vmware.cis.session";
 const USER_PASS_SCHEME: &str = "com.vmware.vapi.std.security.user_pass";
@@ -108,15 +113,75 @@ pub async fn invoke(
             return Json(e.body()).into_response();
         }
     };
-    let (id, call) = match parse(&bytes) {
+    let (id, call) = match parse_well_formed(&bytes).map_or_else(|| parse(&bytes), Ok) {
         Ok(r) => r,
         Err(e) => return Json(e.body()).into_response(),
     };
-    let result = match call_operation(&st, addr, &headers, call).await {
-        Ok(output) => json!({ "output": output }),
-        Err(e) => json!({ "error": e.typed_value() }),
+    let mut caller = None;
+    let result = match call_operation(&st, addr, &headers, call, &mut caller).await {
+        Ok(output) => RpcResult::Output(output),
+        Err(e) => RpcResult::Error(e.typed_value()),
     };
-    Json(json!({"jsonrpc": "2.0", "id": id, "result": result})).into_response()
+    Json(Reply {
+        id: &id,
+        jsonrpc: "2.0",
+        result,
+    })
+    .into_response()
+}
+
+/// `{"id":..,"jsonrpc":"2.0","result":..}`, serialized without building a map
+/// (keys in the order a map had them).
+#[derive(Serialize)]
+struct Reply<'a> {
+    id: &'a Value,
+    jsonrpc: &'static str,
+    result: RpcResult<'a>,
+}
+
+/// `{"output":O}` or `{"error":E}`.
+#[derive(Serialize)]
+#[serde(rename_all = "lowercase")]
+enum RpcResult<'a> {
+    Output(Output<'a>),
+    Error(Value),
+}
+
+/// What an operation returns, in the vAPI typed encoding.
+enum Output<'a> {
+    /// create: `{"SECRET":"<session id>"}`.
+    Secret(String),
+    /// get: `{"STRUCTURE":{"com.vmware.cis.session.info":{...}}}`.
+    Info(SessionInfo<'a>),
+    /// delete: `null`.
+    Void,
+}
+
+impl Serialize for Output<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        struct Structure<'b, 'a>(&'b SessionInfo<'a>);
+        impl Serialize for Structure<'_, '_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry(INFO_STRUCTURE, self.0)?;
+                m.end()
+            }
+        }
+        match self {
+            Output::Secret(secret) => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("SECRET", secret)?;
+                m.end()
+            }
+            Output::Info(info) => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("STRUCTURE", &Structure(info))?;
+                m.end()
+            }
+            Output::Void => s.serialize_unit(),
+        }
+    }
 }
 
 /// An `invoke` call, as far as the protocol is concerned.
@@ -139,6 +204,97 @@ enum Security {
     SessionId(String),
     /// A scheme sessiond does not take (SAML tokens, OAuth, ...).
     Other,
+}
+
+/// A well-formed `invoke` as [`parse_well_formed`] reads it: typed, borrowing
+/// from the body, no `Value` tree (the hot path is a session `get` per request).
+#[derive(Deserialize)]
+struct WellFormed<'a> {
+    #[serde(borrow)]
+    jsonrpc: Cow<'a, str>,
+    id: Value,
+    #[serde(borrow)]
+    method: Cow<'a, str>,
+    #[serde(borrow)]
+    params: WellFormedParams<'a>,
+}
+
+#[derive(Deserialize)]
+struct WellFormedParams<'a> {
+    #[serde(rename = "serviceId", borrow)]
+    service: Cow<'a, str>,
+    #[serde(rename = "operationId", borrow)]
+    operation: Cow<'a, str>,
+    input: WellFormedInput,
+    #[serde(default, borrow)]
+    ctx: Option<WellFormedCtx<'a>>,
+}
+
+/// `{"STRUCTURE":{"operation-input":{fields}}}` and nothing else.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WellFormedInput {
+    #[serde(rename = "STRUCTURE")]
+    structure: WellFormedStructure,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WellFormedStructure {
+    #[serde(rename = "operation-input")]
+    fields: Map<String, Value>,
+}
+
+#[derive(Deserialize)]
+struct WellFormedCtx<'a> {
+    #[serde(rename = "securityCtx", default, borrow)]
+    security: Option<WellFormedSecurity<'a>>,
+}
+
+#[derive(Deserialize)]
+struct WellFormedSecurity<'a> {
+    #[serde(rename = "schemeId", borrow)]
+    scheme: Cow<'a, str>,
+    #[serde(rename = "sessionId", default, borrow)]
+    session_id: Option<Cow<'a, str>>,
+    #[serde(rename = "userName", default, borrow)]
+    user: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    password: Option<Cow<'a, str>>,
+}
+
+/// Reads a well-formed `invoke` request; `None` for anything else (including
+/// what is valid but unusual, like a repeated key), which [`parse`] then reads
+/// and either accepts the same way or names what is wrong.
+fn parse_well_formed(bytes: &[u8]) -> Option<(Value, Call)> {
+    let req: WellFormed<'_> = serde_json::from_slice(bytes).ok()?;
+    if req.jsonrpc != "2.0"
+        || req.method != "invoke"
+        || !matches!(req.id, Value::String(_) | Value::Number(_))
+    {
+        return None;
+    }
+    let p = req.params;
+    let security = match p.ctx.and_then(|c| c.security) {
+        None => Security::None,
+        Some(sec) => match sec.scheme.as_ref() {
+            USER_PASS_SCHEME => Security::UserPass {
+                user: sec.user?.into_owned(),
+                password: sec.password?.into_owned(),
+            },
+            SESSION_ID_SCHEME => Security::SessionId(sec.session_id?.into_owned()),
+            _ => Security::Other,
+        },
+    };
+    Some((
+        req.id,
+        Call {
+            service: p.service.into_owned(),
+            operation: p.operation.into_owned(),
+            input: p.input.structure.fields,
+            security,
+        },
+    ))
 }
 
 /// Reads the JSON-RPC envelope and the vAPI `invoke` parameters.
@@ -260,12 +416,13 @@ fn security_context(mut sec: Map<String, Value>) -> Result<Security, String> {
 }
 
 /// Runs one operation of `com.vmware.cis.session`; its output as a typed value.
-async fn call_operation(
-    st: &AppState,
+async fn call_operation<'a>(
+    st: &'a AppState,
     addr: ClientAddr,
     headers: &HeaderMap,
     call: Call,
-) -> Result<Value, VsError> {
+    caller: &'a mut Option<Caller>,
+) -> Result<Output<'a>, VsError> {
     let op = match (call.service.as_str(), call.operation.as_str()) {
         (SESSION_SERVICE, op @ ("create" | "get" | "delete")) => op,
         (service, op) => {
@@ -296,19 +453,21 @@ async fn call_operation(
                 password: SecretString::from(password),
             };
             let out = login(st, creds, ConsoleType::VsphereJsonRpc, headers, addr).await?;
-            Ok(json!({ "SECRET": out.token.to_hex() }))
+            Ok(Output::Secret(out.token.to_hex()))
         }
         ("get", Security::SessionId(id)) => {
-            let caller = authenticate(st, Some(&id)).await?;
-            let info = session_info(&caller, &st.dialects.vsphere_domain);
-            Ok(json!({ "STRUCTURE": { INFO_STRUCTURE: info } }))
+            let caller = caller.insert(authenticate(st, Some(&id)).await?);
+            Ok(Output::Info(session_info(
+                caller,
+                &st.dialects.vsphere_domain,
+            )))
         }
         ("delete", Security::SessionId(id)) => {
             let caller = authenticate(st, Some(&id)).await?;
             st.service
                 .logout(&caller, &addr.origin(Dialect::Vsphere))
                 .await?;
-            Ok(Value::Null)
+            Ok(Output::Void)
         }
         // No credentials, or not the kind this operation takes.
         _ => Err(VsError::NoCredentials),
@@ -358,6 +517,93 @@ mod tests {
                 r#"{"jsonrpc":"2.0","method":"invoke","id":7,"params":{"serviceId":"s","operationId":"o","input":{}}}"#
             ),
             (INVALID_PARAMS, json!(7))
+        );
+    }
+
+    /// What `parse` makes of a request, in a comparable form.
+    fn read(body: &str) -> Option<(Value, String)> {
+        parse(body.as_bytes())
+            .ok()
+            .map(|(id, call)| (id, format!("{call:?}")))
+    }
+
+    #[test]
+    fn well_formed_requests_read_the_same_on_both_paths() {
+        let accepted = [
+            r#"{"jsonrpc":"2.0","method":"invoke","id":"0","params":{"serviceId":"com.vmware.cis.session","operationId":"create","input":{"STRUCTURE":{"operation-input":{}}},"ctx":{"appCtx":{"opId":"x"},"securityCtx":{"schemeId":"com.vmware.vapi.std.security.user_pass","userName":"admin","password":"p\"w"}}}}"#,
+            r#"{"jsonrpc":"2.0","method":"invoke","id":3,"params":{"serviceId":"com.vmware.cis.session","operationId":"get","input":{"STRUCTURE":{"operation-input":{}}},"ctx":{"securityCtx":{"schemeId":"com.vmware.vapi.std.security.session_id","sessionId":"ab"}}}}"#,
+            r#"{"params":{"operationId":"get","serviceId":"s","input":{"STRUCTURE":{"operation-input":{"x":1}}},"ctx":null},"id":"q","method":"invoke","jsonrpc":"2.0","extra":true}"#,
+            r#"{"jsonrpc":"2.0","method":"invoke","id":"1","params":{"serviceId":"s","operationId":"o","input":{"STRUCTURE":{"operation-input":{}}}}}"#,
+        ];
+        for body in accepted {
+            let (id, call) = parse_well_formed(body.as_bytes()).unwrap_or_else(|| panic!("{body}"));
+            assert_eq!(read(body), Some((id, format!("{call:?}"))), "{body}");
+        }
+        let refused = [
+            "{not json",
+            "[]",
+            r#"{"jsonrpc":"1.0","method":"invoke","id":"1","params":{}}"#,
+            r#"{"jsonrpc":"2.0","method":"invoke","id":{},"params":{"serviceId":"s","operationId":"o","input":{"STRUCTURE":{"operation-input":{}}}}}"#,
+            r#"{"jsonrpc":"2.0","method":"call","id":"7","params":{"serviceId":"s","operationId":"o","input":{"STRUCTURE":{"operation-input":{}}}}}"#,
+            r#"{"jsonrpc":"2.0","method":"invoke","id":7,"params":{"serviceId":"s","operationId":"o","input":{}}}"#,
+            r#"{"jsonrpc":"2.0","method":"invoke","id":7,"params":{"serviceId":"s","operationId":"o","input":{"STRUCTURE":{"operation-input":{}},"more":1}}}"#,
+            r#"{"jsonrpc":"2.0","method":"invoke","id":"1","params":{"serviceId":"s","operationId":"o","input":{"STRUCTURE":{"operation-input":{}}},"ctx":{"securityCtx":{"schemeId":"com.vmware.vapi.std.security.session_id","sessionId":5}}}}"#,
+            r#"{"jsonrpc":"2.0","method":"invoke","id":"1","params":{"serviceId":"s","operationId":"o","input":{"STRUCTURE":{"operation-input":{}}},"ctx":{"securityCtx":{"schemeId":"com.vmware.vapi.std.security.user_pass","userName":"a"}}}}"#,
+        ];
+        for body in refused {
+            assert!(parse_well_formed(body.as_bytes()).is_none(), "{body}");
+            assert!(read(body).is_none(), "{body}");
+        }
+        // Valid, but left to the general path: a field of another scheme that is not
+        // a string (ignored there), a repeated key (the last one counts).
+        let other_scheme = r#"{"jsonrpc":"2.0","method":"invoke","id":"1","params":{"serviceId":"s","operationId":"o","input":{"STRUCTURE":{"operation-input":{}}},"ctx":{"securityCtx":{"schemeId":"other","userName":5}}}}"#;
+        assert!(parse_well_formed(other_scheme.as_bytes()).is_none());
+        assert!(read(other_scheme).unwrap().1.contains("Other"));
+        let repeated = r#"{"jsonrpc":"2.0","method":"invoke","id":"1","id":"2","params":{"serviceId":"s","operationId":"o","input":{"STRUCTURE":{"operation-input":{}}}}}"#;
+        assert!(parse_well_formed(repeated.as_bytes()).is_none());
+        assert_eq!(read(repeated).unwrap().0, json!("2"));
+    }
+
+    #[test]
+    fn replies_serialize_as_the_typed_encoding() {
+        let id = json!("9");
+        let bytes = |result| {
+            serde_json::to_value(Reply {
+                id: &id,
+                jsonrpc: "2.0",
+                result,
+            })
+            .unwrap()
+        };
+        assert_eq!(
+            bytes(RpcResult::Output(Output::Secret("ab".into()))),
+            json!({"id":"9","jsonrpc":"2.0","result":{"output":{"SECRET":"ab"}}})
+        );
+        assert_eq!(
+            bytes(RpcResult::Output(Output::Void)),
+            json!({"id":"9","jsonrpc":"2.0","result":{"output":null}})
+        );
+        assert_eq!(
+            bytes(RpcResult::Error(json!({"ERROR":{}}))),
+            json!({"id":"9","jsonrpc":"2.0","result":{"error":{"ERROR":{}}}})
+        );
+        let info = SessionInfo {
+            created_time: crate::domain::Timestamp::from_unix_millis(1_000),
+            last_accessed_time: crate::domain::Timestamp::from_unix_millis(2_000),
+            user: super::super::UserAtDomain {
+                user: "ann",
+                domain: "local",
+            },
+        };
+        let text = serde_json::to_string(&Reply {
+            id: &id,
+            jsonrpc: "2.0",
+            result: RpcResult::Output(Output::Info(info)),
+        })
+        .unwrap();
+        assert_eq!(
+            text,
+            r#"{"id":"9","jsonrpc":"2.0","result":{"output":{"STRUCTURE":{"com.vmware.cis.session.info":{"created_time":"1970-01-01T00:00:01.000Z","last_accessed_time":"1970-01-01T00:00:02.000Z","user":"ann@local"}}}}}"#
         );
     }
 

@@ -178,11 +178,10 @@ fn session_info<'a>(caller: &'a Caller, domain: &'a str) -> SessionInfo<'a> {
 /// `Info`, serialized without building a map (fields in the order a map had them).
 #[derive(serde::Serialize)]
 struct SessionInfo<'a> {
-    #[serde(serialize_with = "as_display")]
+    #[serde(serialize_with = "as_rfc3339")]
     created_time: crate::domain::Timestamp,
-    #[serde(serialize_with = "as_display")]
+    #[serde(serialize_with = "as_rfc3339")]
     last_accessed_time: crate::domain::Timestamp,
-    #[serde(serialize_with = "as_display")]
     user: UserAtDomain<'a>,
 }
 
@@ -200,8 +199,23 @@ impl std::fmt::Display for UserAtDomain<'_> {
     }
 }
 
-fn as_display<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(v)
+/// As one string, built in one allocation (cheaper than `collect_str`'s formatting).
+impl serde::Serialize for UserAtDomain<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut text = String::with_capacity(self.user.len() + 1 + self.domain.len());
+        text.push_str(self.user);
+        text.push('@');
+        text.push_str(self.domain);
+        s.serialize_str(&text)
+    }
+}
+
+/// A timestamp as its text, without the formatting machinery of `collect_str`.
+fn as_rfc3339<S: serde::Serializer>(t: &crate::domain::Timestamp, s: S) -> Result<S::Ok, S::Error> {
+    match t.rfc3339() {
+        Some(text) => s.serialize_str(text.as_str()),
+        None => s.collect_str(t),
+    }
 }
 
 /// The request body, within the size limit.

@@ -18,9 +18,9 @@ use super::{
     SESSION_ID_HEADER, authenticate, basic_credentials, body_bytes, login, session_id_header,
     session_info,
 };
+use crate::api::Json;
 use crate::api::{AppState, ClientAddr};
 use crate::domain::{ConsoleType, Dialect};
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Query, State};
