@@ -38,8 +38,13 @@ struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,
     /// Seconds per wrk run.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 5)]
     duration: u64,
+    /// Rounds per session-get target: each round measures the ceiling and then the
+    /// target, and the report gives the median of the rounds' ratios (the machine's
+    /// speed drifts over minutes; a ratio of adjacent runs does not).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Sessions stored (spread evenly over `--users`).
     #[arg(long, default_value_t = 1_000_000)]
     sessions: u32,
@@ -94,6 +99,51 @@ async fn ceiling(listen: std::net::SocketAddr) -> anyhow::Result<()> {
 const ADMIN_PW: &str = "bench-admin-password";
 const USER_PW: &str = "bench-user-password";
 const THREADS: usize = 2;
+
+/// A target measured over several rounds, each paired with a ceiling run.
+struct Paired {
+    name: &'static str,
+    conns: usize,
+    /// The median of the target's runs, figure by figure.
+    run: Run,
+    /// Median of the rounds' req/s ratios to the ceiling.
+    rps_ratio: f64,
+    /// Median of the rounds' p99 ratios to the ceiling.
+    p99_ratio: f64,
+}
+
+impl Paired {
+    fn of(name: &'static str, conns: usize, runs: &[Run], ratios: &[(f64, f64)]) -> Paired {
+        let med = |f: &dyn Fn(&Run) -> f64| median(runs.iter().map(f).collect());
+        Paired {
+            name,
+            conns,
+            run: Run {
+                rps: med(&|r| r.rps),
+                p50_ms: med(&|r| r.p50_ms),
+                p99_ms: med(&|r| r.p99_ms),
+                non_2xx: runs.iter().map(|r| r.non_2xx).sum(),
+                errors: runs.iter().map(|r| r.errors).sum(),
+            },
+            rps_ratio: median(ratios.iter().map(|r| r.0).collect()),
+            p99_ratio: median(ratios.iter().map(|r| r.1).collect()),
+        }
+    }
+}
+
+/// The median (the mean of the middle two for an even count); 0 for none.
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
 
 /// One wrk measurement.
 #[derive(Clone, Debug, Default)]
@@ -178,7 +228,7 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
     let admin_id = v["aliasName"].as_str().context("aliasName")?.to_string();
     let hex = token.trim_start_matches("QSDK ").to_string();
 
-    let targets = vec![
+    let targets = [
         Target {
             name: "ceiling (bare axum, GET /)",
             url: format!("http://{cv}/"),
@@ -243,17 +293,40 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         );
     }
 
-    // ---- session get vs. the ceiling ----
-    let mut results: Vec<(&str, usize, Run)> = Vec::new();
+    // ---- session get vs. the ceiling, round by round ----
+    let rounds = cli.rounds.max(1);
+    let mut results: Vec<Paired> = Vec::new();
     for conns in [16usize, 64] {
-        for t in &targets {
-            let r = wrk_run(&wrk, &dir, &t.url, &t.lua, conns, THREADS, cli.duration)?;
+        let mut ceiling_runs = Vec::new();
+        let mut rows = Vec::new();
+        for t in &targets[1..] {
+            let mut runs = Vec::new();
+            let mut pairs = Vec::new();
+            for _ in 0..rounds {
+                let c = wrk_run(
+                    &wrk,
+                    &dir,
+                    &targets[0].url,
+                    &targets[0].lua,
+                    conns,
+                    THREADS,
+                    cli.duration,
+                )?;
+                let r = wrk_run(&wrk, &dir, &t.url, &t.lua, conns, THREADS, cli.duration)?;
+                pairs.push((r.rps / c.rps, r.p99_ms / c.p99_ms));
+                ceiling_runs.push(c);
+                runs.push(r);
+            }
+            let row = Paired::of(t.name, conns, &runs, &pairs);
             eprintln!(
-                "{} c={conns}: {:.0} req/s p50 {:.2} ms p99 {:.2} ms",
-                t.name, r.rps, r.p50_ms, r.p99_ms
+                "{} c={conns}: {:.0} req/s p50 {:.2} ms p99 {:.2} ms, {:.2}× the ceiling",
+                t.name, row.run.rps, row.run.p50_ms, row.run.p99_ms, row.rps_ratio
             );
-            results.push((t.name, conns, r));
+            rows.push(row);
         }
+        let ones = vec![(1.0, 1.0); ceiling_runs.len()];
+        results.push(Paired::of(targets[0].name, conns, &ceiling_runs, &ones));
+        results.extend(rows);
     }
 
     // ---- the default configuration: a log line per request ----
@@ -265,13 +338,30 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
             .iter()
             .find(|t| t.name == "vSphere GET /api/session")
             .context("the /api/session target")?;
-        let r = wrk_run(&wrk, &dir, &url, &t.lua, 64, THREADS, cli.duration)?;
-        eprintln!("default config {} c=64: {:.0} req/s", t.name, r.rps);
-        results.push((
+        let mut runs = Vec::new();
+        let mut pairs = Vec::new();
+        for _ in 0..rounds {
+            let c = wrk_run(
+                &wrk,
+                &dir,
+                &targets[0].url,
+                &targets[0].lua,
+                64,
+                THREADS,
+                cli.duration,
+            )?;
+            let r = wrk_run(&wrk, &dir, &url, &t.lua, 64, THREADS, cli.duration)?;
+            pairs.push((r.rps / c.rps, r.p99_ms / c.p99_ms));
+            runs.push(r);
+        }
+        let row = Paired::of(
             "vSphere GET /api/session, default config (request log at info)",
             64,
-            r,
-        ));
+            &runs,
+            &pairs,
+        );
+        eprintln!("default config {} c=64: {:.0} req/s", t.name, row.run.rps);
+        results.push(row);
         default.stop();
     }
 
@@ -331,16 +421,19 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
     let ceiling_of = |conns: usize| {
         results
             .iter()
-            .find(|(n, c, _)| *c == conns && n.starts_with("ceiling"))
-            .map(|(_, _, r)| r.clone())
+            .find(|p| p.conns == conns && p.name.starts_with("ceiling"))
+            .map(|p| p.run.clone())
             .unwrap_or_default()
     };
     writeln!(report, "# sessiond benchmark report\n")?;
     writeln!(
         report,
-        "Generated by `bench/run.sh` (`sessiond-bench --duration {} --sessions {} --users {}`). \
-         Every ratio compares figures of the same run, measured by the same client.\n",
-        cli.duration, cli.sessions, cli.users
+        "Generated by `bench/run.sh` (`sessiond-bench --duration {} --rounds {} --sessions {} --users {}`). \
+         Every ratio compares figures of the same run, measured by the same client. Each session-get \
+         target is measured in {} rounds, each round a ceiling run and then the target's run; a row \
+         shows the median of the target's runs and the median of the rounds' ratios (the ceiling \
+         row: the median of all its runs at that connection count).\n",
+        cli.duration, rounds, cli.sessions, cli.users, rounds
     )?;
     writeln!(report, "## Machine\n")?;
     writeln!(report, "- CPU: {} ({} cores available)", cpu_model(), cores)?;
@@ -372,7 +465,8 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         "| target | conns | req/s | p50 ms | p99 ms | req/s ÷ ceiling | p99 ÷ ceiling p99 | non-2xx |"
     )?;
     writeln!(report, "|---|---:|---:|---:|---:|---:|---:|---:|")?;
-    for (name, conns, r) in &results {
+    for row in &results {
+        let (name, conns, r) = (row.name, &row.conns, &row.run);
         let c = ceiling_of(*conns);
         writeln!(
             report,
@@ -380,29 +474,27 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
             r.rps,
             r.p50_ms,
             r.p99_ms,
-            r.rps / c.rps,
-            r.p99_ms / c.p99_ms,
+            row.rps_ratio,
+            row.p99_ratio,
             r.non_2xx + r.errors
         )?;
         if !name.starts_with("ceiling")
             && !name.contains("default config")
             && !name.contains("reference")
         {
-            let ok = r.rps >= 0.8 * c.rps && r.non_2xx + r.errors == 0;
+            let ok = row.rps_ratio >= 0.8 && r.non_2xx + r.errors == 0;
             checks.push((
                 format!("{name}, {conns} conns: req/s ≥ 0.8× ceiling"),
                 ok,
-                format!("{:.2}×", r.rps / c.rps),
+                format!("{:.2}×", row.rps_ratio),
             ));
             if *conns == 64 {
                 checks.push((
                     format!("{name}, 64 conns: p99 ≤ 1.5× ceiling p99"),
-                    r.p99_ms <= 1.5 * c.p99_ms,
+                    row.p99_ratio <= 1.5,
                     format!(
                         "{:.2} ms vs {:.2} ms ({:.2}×)",
-                        r.p99_ms,
-                        c.p99_ms,
-                        r.p99_ms / c.p99_ms
+                        r.p99_ms, c.p99_ms, row.p99_ratio
                     ),
                 ));
             }

@@ -132,6 +132,18 @@ impl FromRef<AppState> for Service {
 #[derive(Clone, Copy, Debug)]
 pub struct Json<T>(pub T);
 
+/// A session id on the wire, upper-case hyphenated like its `Display`, written from a
+/// stack buffer (no `String`, no formatting machinery: it is in every session answer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Guid(pub crate::domain::SessionId);
+
+impl Serialize for Guid {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut buf = uuid::Uuid::encode_buffer();
+        s.serialize_str(self.0.0.hyphenated().encode_upper(&mut buf))
+    }
+}
+
 /// Enough for a session with its user; larger answers grow as usual.
 const JSON_BUFFER: usize = 1024;
 
@@ -184,9 +196,18 @@ async fn not_found() -> impl IntoResponse {
 }
 
 /// The client's address: the peer, or for a trusted proxy the right-most
-/// untrusted address of `X-Forwarded-For`.
+/// untrusted address of `X-Forwarded-For`. Written out only when used (a login, a
+/// logout): most requests never need it as text.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClientAddr(pub String);
+pub struct ClientAddr(Host);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Host {
+    /// The peer, not a trusted proxy (the usual case).
+    Peer(IpAddr),
+    /// Resolved through `X-Forwarded-For`, or `unknown`.
+    Text(String),
+}
 
 impl<S> FromRequestParts<S> for ClientAddr
 where
@@ -196,16 +217,16 @@ where
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let state = AppState::from_ref(state);
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip());
-        Ok(ClientAddr(client_address(
-            peer,
-            &parts.headers,
-            &state.http.trusted_proxies,
-        )))
+        let state = AppState::from_ref(state);
+        let trusted = &state.http.trusted_proxies;
+        Ok(ClientAddr(match peer {
+            Some(ip) if !trusted.iter().any(|n| n.contains(&ip)) => Host::Peer(ip),
+            _ => Host::Text(client_address(peer, &parts.headers, trusted)),
+        }))
     }
 }
 
@@ -234,11 +255,50 @@ fn client_address(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) 
 }
 
 impl ClientAddr {
+    /// The address as text (an IP address, or `unknown`).
+    pub fn host(&self) -> String {
+        match &self.0 {
+            Host::Peer(ip) => ip.to_string(),
+            Host::Text(t) => t.clone(),
+        }
+    }
+
     pub fn origin(&self, dialect: Dialect) -> Origin {
         Origin {
             dialect,
-            source: self.0.clone(),
+            source: self.host(),
         }
+    }
+}
+
+/// The request's headers, taken out of the request rather than cloned (axum's
+/// `HeaderMap` extractor copies the whole map). Must be the last extractor.
+#[derive(Debug, Default)]
+pub struct TakenHeaders(pub HeaderMap);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for TakenHeaders {
+    type Rejection = Infallible;
+
+    async fn from_request(mut req: axum::extract::Request, _: &S) -> Result<Self, Infallible> {
+        Ok(TakenHeaders(std::mem::take(req.headers_mut())))
+    }
+}
+
+/// The request's headers (taken, as [`TakenHeaders`]) and its body within the size
+/// limit, as axum's `Bytes` reads it. Must be the last extractor.
+#[derive(Debug)]
+pub struct HeadersAndBody {
+    pub headers: HeaderMap,
+    pub body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for HeadersAndBody {
+    type Rejection = Infallible;
+
+    async fn from_request(mut req: axum::extract::Request, state: &S) -> Result<Self, Infallible> {
+        let headers = std::mem::take(req.headers_mut());
+        let body = axum::body::Bytes::from_request(req, state).await;
+        Ok(HeadersAndBody { headers, body })
     }
 }
 

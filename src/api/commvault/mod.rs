@@ -17,7 +17,7 @@ pub mod wire;
 
 pub use error::{CvError, CvErrorKind};
 
-use super::{AppState, ClientAddr};
+use super::{AppState, ClientAddr, TakenHeaders};
 use crate::domain::{ClientInfo, ConsoleType, Dialect, SessionId, UserId};
 use crate::service::{Actor, Caller, LoginRequest, ServiceError};
 use axum::Router;
@@ -224,7 +224,7 @@ fn login_request(
         username,
         password: SecretString::from(password),
         client: ClientInfo {
-            host: addr.0,
+            host: addr.host(),
             user_agent,
             device_id,
             description: String::new(),
@@ -322,8 +322,8 @@ async fn sessions_of_user(
     State(st): State<AppState>,
     Fmt(fmt): Fmt,
     CvCaller(caller): CvCaller,
-    headers: HeaderMap,
     RawQuery(query): RawQuery,
+    TakenHeaders(headers): TakenHeaders,
 ) -> Result<Response, CvError> {
     let params: SessionParams = serde_urlencoded_lite(query.as_deref().unwrap_or(""))
         .map_err(|m| CvError::bad_request(fmt, m))?;

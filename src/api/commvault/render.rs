@@ -210,7 +210,7 @@ struct SessionJson<'a> {
     last_accessed_time: i64,
     host: &'a str,
     description: &'a str,
-    session_id: String,
+    session_id: crate::api::Guid,
     browser_session_id: i64,
     console_type: i32,
     user: SessionUserJson<'a>,
@@ -248,7 +248,7 @@ pub fn sessions(fmt: Format, views: &[SessionView]) -> Response {
                         last_accessed_time: s.last_accessed_at.unix_seconds(),
                         host: &s.client.host,
                         description: &s.client.description,
-                        session_id: s.id.to_string(),
+                        session_id: crate::api::Guid(s.id),
                         browser_session_id: s.browser_session_id,
                         console_type: s.console_type.code(),
                         user: SessionUserJson {

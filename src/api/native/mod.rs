@@ -118,7 +118,7 @@ async fn login(
         username: body.username,
         password: SecretString::from(body.password),
         client: ClientInfo {
-            host: addr.0,
+            host: addr.host(),
             user_agent,
             device_id: String::new(),
             description: String::new(),

@@ -221,7 +221,8 @@ impl Serialize for WireTime {
 #[derive(Serialize, ToSchema)]
 pub struct Session {
     /// Public id (a GUID), not the secret.
-    pub id: String,
+    #[schema(value_type = String)]
+    pub id: crate::api::Guid,
     pub user: UserRef,
     /// Client host or address at login.
     pub host: String,
@@ -474,7 +475,7 @@ impl Session {
             domain::SessionState::Ended(e) => Some(e),
         };
         Session {
-            id: s.id.to_string(),
+            id: crate::api::Guid(s.id),
             user: user_ref(s.user_id, &s.user_name),
             host: s.client.host.clone(),
             user_agent: s.client.user_agent.clone(),

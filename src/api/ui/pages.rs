@@ -124,7 +124,7 @@ pub async fn login(State(st): State<AppState>, addr: ClientAddr, req: Request) -
         username: username.clone(),
         password: SecretString::from(fields.get("password").unwrap_or("").to_string()),
         client: ClientInfo {
-            host: addr.0.clone(),
+            host: addr.host(),
             user_agent: user_agent(&headers),
             device_id: String::new(),
             description: "sessiond web console".into(),

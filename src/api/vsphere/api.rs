@@ -10,8 +10,8 @@
 
 use super::error::{RestError, VsError};
 use super::{authenticate, basic_credentials, body_bytes, login, session_id_header, session_info};
-use crate::api::Json;
 use crate::api::{AppState, ClientAddr};
+use crate::api::{HeadersAndBody, Json};
 use crate::domain::{ConsoleType, Dialect};
 use axum::body::Bytes;
 use axum::extract::State;
@@ -39,8 +39,7 @@ pub async fn create(
 /// `GET /api/session`.
 pub async fn get(
     State(st): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    HeadersAndBody { headers, body }: HeadersAndBody,
 ) -> Result<Response, RestError> {
     async {
         body_bytes(body)?;

@@ -27,12 +27,10 @@ use super::{
     Credentials, SessionInfo, authenticate, body_bytes, login, session_id_header, session_info,
 };
 use crate::api::Json;
-use crate::api::{AppState, ClientAddr};
+use crate::api::{AppState, ClientAddr, HeadersAndBody};
 use crate::domain::{ConsoleType, Dialect};
 use crate::service::Caller;
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use secrecy::SecretString;
@@ -91,8 +89,7 @@ impl RpcError {
 pub async fn invoke(
     State(st): State<AppState>,
     addr: ClientAddr,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    HeadersAndBody { headers, body }: HeadersAndBody,
 ) -> Response {
     let bytes = match body_bytes(body) {
         Ok(b) => b,

@@ -134,7 +134,7 @@ async fn login(
         username: local_user_name(&creds.username, &st.dialects.vsphere_domain),
         password: creds.password,
         client: ClientInfo {
-            host: addr.0,
+            host: addr.host(),
             user_agent,
             device_id: String::new(),
             description: String::new(),

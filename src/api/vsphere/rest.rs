@@ -18,12 +18,12 @@ use super::{
     SESSION_ID_HEADER, authenticate, basic_credentials, body_bytes, login, session_id_header,
     session_info,
 };
-use crate::api::Json;
 use crate::api::{AppState, ClientAddr};
+use crate::api::{HeadersAndBody, Json};
 use crate::domain::{ConsoleType, Dialect};
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Query, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 use cookie::Cookie;
@@ -34,9 +34,8 @@ pub const SESSION_PATH: &str = "/rest/com/vmware/cis/session";
 pub async fn create_or_action(
     State(st): State<AppState>,
     addr: ClientAddr,
-    headers: HeaderMap,
-    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
-    body: Result<Bytes, BytesRejection>,
+    RawQuery(query): RawQuery,
+    HeadersAndBody { headers, body }: HeadersAndBody,
 ) -> Result<Response, RestError> {
     body_bytes(body).map_err(VsError::legacy)?;
     match action(query).map_err(VsError::legacy)? {
@@ -49,19 +48,18 @@ enum Action {
     Get,
 }
 
-/// The `~action` query parameter; other parameters are ignored.
-fn action(
-    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
-) -> Result<Option<Action>, VsError> {
-    let Query(pairs) = query.map_err(|_| VsError::bad_request("the query string is malformed"))?;
-    let mut actions = pairs.iter().filter(|(k, _)| k == "~action");
+/// The `~action` query parameter; other parameters are ignored. Read in place
+/// (`form_urlencoded` decodes lazily), not into a vector of owned pairs.
+fn action(query: Option<String>) -> Result<Option<Action>, VsError> {
+    let query = query.unwrap_or_default();
+    let mut actions = form_urlencoded::parse(query.as_bytes()).filter(|(k, _)| k == "~action");
     let Some((_, first)) = actions.next() else {
         return Ok(None);
     };
     if actions.next().is_some() {
         return Err(VsError::bad_request("~action is given more than once"));
     }
-    match first.as_str() {
+    match first.as_ref() {
         "get" => Ok(Some(Action::Get)),
         other => Err(VsError::bad_request(format!(
             "unknown ~action {:?} (this resource has \"get\")",
