@@ -297,7 +297,13 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for HeadersAndBody {
 
     async fn from_request(mut req: axum::extract::Request, state: &S) -> Result<Self, Infallible> {
         let headers = std::mem::take(req.headers_mut());
-        let body = axum::body::Bytes::from_request(req, state).await;
+        // A request without a body (every session get but JSON-RPC's) skips the
+        // collecting machinery; what it would read is empty anyway.
+        let body = if axum::body::HttpBody::is_end_stream(req.body()) {
+            Ok(axum::body::Bytes::new())
+        } else {
+            axum::body::Bytes::from_request(req, state).await
+        };
         Ok(HeadersAndBody { headers, body })
     }
 }
