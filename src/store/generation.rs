@@ -169,7 +169,13 @@ impl Generation {
     /// every other process's read window that began before the write has ended
     /// (see the module documentation): about a millisecond later.
     pub async fn bump(&self, slot: Slot) {
-        if let Some(visible) = self.announce(slot) {
+        self.bump_all(&[slot]).await;
+    }
+
+    /// [`Generation::bump`] for several slots, waiting once.
+    pub async fn bump_all(&self, slots: &[Slot]) {
+        let visible = slots.iter().filter_map(|s| self.announce(*s)).max();
+        if let Some(visible) = visible {
             // A timer never fires early, but check rather than rely on it.
             while Instant::now() < visible {
                 tokio::time::sleep_until(visible.into()).await;
@@ -254,6 +260,22 @@ mod tests {
         let started = Instant::now();
         a.bump(Slot::Changes).await;
         assert!(started.elapsed() >= window);
+    }
+
+    #[tokio::test]
+    async fn bump_all_moves_every_slot_it_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        let window = Duration::from_millis(20);
+        let a = Generation::beside_with_window(&db, window).unwrap();
+        let b = Generation::beside_with_window(&db, Duration::ZERO).unwrap();
+        let b0 = b.current().unwrap();
+        let started = Instant::now();
+        a.bump_all(&[Slot::Changes, Slot::Listings]).await;
+        assert!(started.elapsed() >= window);
+        let b1 = b.current().unwrap();
+        assert_ne!(b1.changes, b0.changes);
+        assert_ne!(b1.listings, b0.listings);
     }
 
     #[tokio::test]

@@ -513,10 +513,13 @@ impl Store for SqliteStore {
         .await
         .map_err(backend)?;
         tx.commit().await.map_err(backend)?;
-        if !evicted.is_empty() {
-            self.generation.bump(Slot::Changes).await;
+        if evicted.is_empty() {
+            self.generation.bump(Slot::Listings).await;
+        } else {
+            self.generation
+                .bump_all(&[Slot::Changes, Slot::Listings])
+                .await;
         }
-        self.generation.bump(Slot::Listings).await;
         Ok(CreatedSession {
             session: new.into_session(bsid),
             evicted,
