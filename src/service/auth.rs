@@ -117,9 +117,19 @@ impl Service {
             idle_timeout,
             expires_at: now.plus(policy.absolute_lifetime),
         };
+        // Recorded with the session, in one commit where the store can.
+        let event = NewAuditEvent {
+            actor: Some(user_ref(&user)),
+            subject: Some(user_ref(&user)),
+            session_id: Some(new.id),
+            source: new.client.host.clone(),
+            dialect: Some(new.dialect),
+            detail: format!("console={}", new.console_type.code()),
+            ..self.event(AuditKind::LoginSucceeded)
+        };
         let created = self
             .store()
-            .create_session(new, self.inner.config.session_limit)
+            .create_session_audited(new, self.inner.config.session_limit, event)
             .await?;
         for s in &created.evicted {
             self.audit_session_end(s, AuditKind::SessionEvicted, None, "")
@@ -127,16 +137,6 @@ impl Service {
         }
         let session = created.session;
         self.announce_start(&session);
-        self.audit(NewAuditEvent {
-            actor: Some(user_ref(&user)),
-            subject: Some(user_ref(&user)),
-            session_id: Some(session.id),
-            source: session.client.host.clone(),
-            dialect: Some(session.dialect),
-            detail: format!("console={}", session.console_type.code()),
-            ..self.event(AuditKind::LoginSucceeded)
-        })
-        .await;
         tracing::info!(user = %user.name, session = %session.id, dialect = session.dialect.key(), host = %session.client.host, "login");
         Ok(LoginOutcome {
             session,

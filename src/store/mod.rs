@@ -168,6 +168,24 @@ pub trait Store: Send + Sync + 'static {
         session: NewSession,
         limit: SessionLimit,
     ) -> StoreResult<CreatedSession>;
+    /// [`Store::create_session`] and the audit `event` of the login that opened it,
+    /// in one transaction where the backend can (the embedded store: one commit and
+    /// one sync instead of two). The default records the event right after; a failure
+    /// to record it is logged and counted, and the session stands.
+    async fn create_session_audited(
+        &self,
+        session: NewSession,
+        limit: SessionLimit,
+        event: NewAuditEvent,
+    ) -> StoreResult<CreatedSession> {
+        let created = self.create_session(session, limit).await?;
+        let kind = event.kind;
+        if let Err(e) = self.append_audit(event).await {
+            crate::telemetry::store_error();
+            tracing::error!(kind = kind.key(), error = %e, "could not record audit event");
+        }
+        Ok(created)
+    }
     async fn find_session_by_token(&self, hash: &TokenHash) -> StoreResult<Option<Session>>;
     async fn get_session(&self, id: SessionId) -> StoreResult<Option<Session>>;
     /// Raises `last_accessed_at` of sessions recorded live to the given instants (never

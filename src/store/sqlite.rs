@@ -181,6 +181,108 @@ impl SqliteStore {
         Ok(UserId(first))
     }
 
+    /// `create_session`, with the login's audit event in the same transaction.
+    async fn create_session_with(
+        &self,
+        new: NewSession,
+        limit: SessionLimit,
+        event: Option<NewAuditEvent>,
+    ) -> StoreResult<CreatedSession> {
+        let now = new.created_at.unix_millis();
+
+        let mut tx = self.writer.begin().await.map_err(backend)?;
+        let mut evicted = Vec::new();
+        let max = match limit {
+            SessionLimit::Unlimited => None,
+            SessionLimit::Deny(n) | SessionLimit::EvictOldest(n) => Some(n as usize),
+        };
+        if let Some(max) = max {
+            let live: Vec<String> = sqlx::query_scalar(
+                "SELECT id FROM sessions WHERE user_id = ? AND ended_at IS NULL AND deadline_at > ? \
+                 ORDER BY created_at ASC, id ASC",
+            )
+            .bind(new.user_id.0)
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(backend)?;
+            if live.len() >= max {
+                if matches!(limit, SessionLimit::Deny(_)) || max == 0 {
+                    return Err(StoreError::LimitReached);
+                }
+                for id in &live[..=live.len() - max] {
+                    let row = sqlx::query(concat!(
+                        "UPDATE sessions SET ",
+                        end_assignments!(),
+                        " WHERE id = ?3 AND ended_at IS NULL RETURNING ",
+                        session_cols!()
+                    ))
+                    .bind(now)
+                    .bind(EndReason::Evicted.key())
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+                    if let Some(row) = row {
+                        evicted.push(session_from_row(&row)?);
+                    }
+                }
+            }
+        }
+        let bsid: Option<i64> = sqlx::query_scalar(
+            "UPDATE users SET next_browser_session_id = next_browser_session_id + 1 \
+             WHERE id = ? RETURNING next_browser_session_id - 1",
+        )
+        .bind(new.user_id.0)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let bsid = bsid.ok_or(StoreError::NotFound)?;
+        let idle_ms = duration_millis(new.idle_timeout);
+        let deadline = now
+            .saturating_add(idle_ms)
+            .min(new.expires_at.unix_millis());
+        sqlx::query(concat!(
+            "INSERT INTO sessions (",
+            session_cols!(),
+            ", deadline_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?)"
+        ))
+        .bind(id_text(new.id))
+        .bind(new.token_hash.as_bytes().as_slice())
+        .bind(new.user_id.0)
+        .bind(&new.user_name)
+        .bind(&new.client.host)
+        .bind(&new.client.user_agent)
+        .bind(&new.client.device_id)
+        .bind(&new.client.description)
+        .bind(new.console_type.code())
+        .bind(new.dialect.key())
+        .bind(bsid)
+        .bind(now)
+        .bind(now)
+        .bind(idle_ms)
+        .bind(new.expires_at.unix_millis())
+        .bind(deadline)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        if let Some(event) = &event {
+            insert_audit(&mut *tx, event).await?;
+        }
+        tx.commit().await.map_err(backend)?;
+        if evicted.is_empty() {
+            self.generation.bump(Slot::Listings).await;
+        } else {
+            self.generation
+                .bump_all(&[Slot::Changes, Slot::Listings])
+                .await;
+        }
+        Ok(CreatedSession {
+            session: new.into_session(bsid),
+            evicted,
+        })
+    }
+
     /// Where the generation file of the database `url` names lives (`None` in memory).
     pub fn generation_path(url: &str) -> anyhow::Result<Option<std::path::PathBuf>> {
         if url.contains(":memory:") || url.contains("mode=memory") {
@@ -435,95 +537,16 @@ impl Store for SqliteStore {
         new: NewSession,
         limit: SessionLimit,
     ) -> StoreResult<CreatedSession> {
-        let now = new.created_at.unix_millis();
-        let mut tx = self.writer.begin().await.map_err(backend)?;
-        let mut evicted = Vec::new();
-        let max = match limit {
-            SessionLimit::Unlimited => None,
-            SessionLimit::Deny(n) | SessionLimit::EvictOldest(n) => Some(n as usize),
-        };
-        if let Some(max) = max {
-            let live: Vec<String> = sqlx::query_scalar(
-                "SELECT id FROM sessions WHERE user_id = ? AND ended_at IS NULL AND deadline_at > ? \
-                 ORDER BY created_at ASC, id ASC",
-            )
-            .bind(new.user_id.0)
-            .bind(now)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(backend)?;
-            if live.len() >= max {
-                if matches!(limit, SessionLimit::Deny(_)) || max == 0 {
-                    return Err(StoreError::LimitReached);
-                }
-                for id in &live[..=live.len() - max] {
-                    let row = sqlx::query(concat!(
-                        "UPDATE sessions SET ",
-                        end_assignments!(),
-                        " WHERE id = ?3 AND ended_at IS NULL RETURNING ",
-                        session_cols!()
-                    ))
-                    .bind(now)
-                    .bind(EndReason::Evicted.key())
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(backend)?;
-                    if let Some(row) = row {
-                        evicted.push(session_from_row(&row)?);
-                    }
-                }
-            }
-        }
-        let bsid: Option<i64> = sqlx::query_scalar(
-            "UPDATE users SET next_browser_session_id = next_browser_session_id + 1 \
-             WHERE id = ? RETURNING next_browser_session_id - 1",
-        )
-        .bind(new.user_id.0)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(backend)?;
-        let bsid = bsid.ok_or(StoreError::NotFound)?;
-        let idle_ms = duration_millis(new.idle_timeout);
-        let deadline = now
-            .saturating_add(idle_ms)
-            .min(new.expires_at.unix_millis());
-        sqlx::query(concat!(
-            "INSERT INTO sessions (",
-            session_cols!(),
-            ", deadline_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?)"
-        ))
-        .bind(id_text(new.id))
-        .bind(new.token_hash.as_bytes().as_slice())
-        .bind(new.user_id.0)
-        .bind(&new.user_name)
-        .bind(&new.client.host)
-        .bind(&new.client.user_agent)
-        .bind(&new.client.device_id)
-        .bind(&new.client.description)
-        .bind(new.console_type.code())
-        .bind(new.dialect.key())
-        .bind(bsid)
-        .bind(now)
-        .bind(now)
-        .bind(idle_ms)
-        .bind(new.expires_at.unix_millis())
-        .bind(deadline)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
-        if evicted.is_empty() {
-            self.generation.bump(Slot::Listings).await;
-        } else {
-            self.generation
-                .bump_all(&[Slot::Changes, Slot::Listings])
-                .await;
-        }
-        Ok(CreatedSession {
-            session: new.into_session(bsid),
-            evicted,
-        })
+        self.create_session_with(new, limit, None).await
+    }
+
+    async fn create_session_audited(
+        &self,
+        new: NewSession,
+        limit: SessionLimit,
+        event: NewAuditEvent,
+    ) -> StoreResult<CreatedSession> {
+        self.create_session_with(new, limit, Some(event)).await
     }
 
     async fn find_session_by_token(&self, hash: &TokenHash) -> StoreResult<Option<Session>> {
@@ -705,24 +728,7 @@ impl Store for SqliteStore {
     }
 
     async fn append_audit(&self, e: NewAuditEvent) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO audit_events (at, kind, actor_id, actor_name, subject_id, subject_name, \
-             session_id, source, dialect, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(e.at.unix_millis())
-        .bind(e.kind.key())
-        .bind(e.actor.as_ref().map(|u| u.id.0))
-        .bind(e.actor.as_ref().map(|u| u.name.as_str()))
-        .bind(e.subject.as_ref().map(|u| u.id.0))
-        .bind(e.subject.as_ref().map(|u| u.name.as_str()))
-        .bind(e.session_id.map(id_text))
-        .bind(&e.source)
-        .bind(e.dialect.map(Dialect::key))
-        .bind(&e.detail)
-        .execute(&self.writer)
-        .await
-        .map_err(backend)?;
-        Ok(())
+        insert_audit(&self.writer, &e).await
     }
 
     async fn query_audit(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
@@ -878,6 +884,31 @@ fn push_list_sessions(qb: &mut QueryBuilder<Sqlite>, q: &SessionQuery) {
     }
     qb.push(" ORDER BY created_at DESC, id DESC LIMIT ")
         .push_bind(limit_i64(q.limit));
+}
+
+/// Inserts one audit event, on the pool or inside a transaction.
+async fn insert_audit<'c, E>(exec: E, e: &NewAuditEvent) -> StoreResult<()>
+where
+    E: sqlx::Executor<'c, Database = Sqlite>,
+{
+    sqlx::query(
+        "INSERT INTO audit_events (at, kind, actor_id, actor_name, subject_id, subject_name, \
+         session_id, source, dialect, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(e.at.unix_millis())
+    .bind(e.kind.key())
+    .bind(e.actor.as_ref().map(|u| u.id.0))
+    .bind(e.actor.as_ref().map(|u| u.name.as_str()))
+    .bind(e.subject.as_ref().map(|u| u.id.0))
+    .bind(e.subject.as_ref().map(|u| u.name.as_str()))
+    .bind(e.session_id.map(id_text))
+    .bind(&e.source)
+    .bind(e.dialect.map(Dialect::key))
+    .bind(&e.detail)
+    .execute(exec)
+    .await
+    .map_err(backend)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -704,6 +704,55 @@ pub async fn limits_deny_or_evict_oldest(f: Fixture) {
     assert!(created.evicted.is_empty());
 }
 
+/// A session created with its login's audit event: both are there, and a refused
+/// session records no event.
+pub async fn create_session_audited_records_both(f: Fixture) {
+    let s = f.store.as_ref();
+    let u = s.create_user(new_user("u")).await.unwrap();
+    let who = UserRef {
+        id: u.id,
+        name: u.name.clone(),
+    };
+    let event = |sid| NewAuditEvent {
+        at: at(1),
+        kind: AuditKind::LoginSucceeded,
+        actor: Some(who.clone()),
+        subject: Some(who.clone()),
+        session_id: Some(sid),
+        source: "10.0.0.9".into(),
+        dialect: Some(Dialect::Commvault),
+        detail: "console=13".into(),
+    };
+    let (n, _) = new_session(&u, at(1), 30 * MIN, 60 * MIN);
+    let sid = n.id;
+    let created = s
+        .create_session_audited(n, SessionLimit::Deny(1), event(sid))
+        .await
+        .unwrap();
+    assert_eq!(created.session.id, sid);
+    assert!(s.get_session(sid).await.unwrap().is_some());
+    let (n, _) = new_session(&u, at(2), 30 * MIN, 60 * MIN);
+    let refused = n.id;
+    assert!(matches!(
+        s.create_session_audited(n, SessionLimit::Deny(1), event(refused))
+            .await,
+        Err(StoreError::LimitReached)
+    ));
+    let events = s
+        .query_audit(&AuditQuery {
+            user: Some(u.id),
+            limit: 10,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].event.kind, AuditKind::LoginSucceeded);
+    assert_eq!(events[0].event.session_id, Some(sid));
+    assert_eq!(events[0].event.source, "10.0.0.9");
+    assert_eq!(events[0].event.detail, "console=13");
+}
+
 pub async fn audit_append_query_purge(f: Fixture) {
     let s = f.store.as_ref();
     let alice = UserRef {
@@ -1130,6 +1179,7 @@ macro_rules! conformance {
                 purge_only_old_history,
                 limits_deny_or_evict_oldest,
                 audit_append_query_purge,
+                create_session_audited_records_both,
                 login_failure_counters,
                 history_stays_consistent_through_sweep_and_purge,
             );
