@@ -111,12 +111,17 @@ impl Service {
         let now = self.now();
         let mut retry_after = Duration::ZERO;
         let mut account_recorded = false;
-        for (key, threshold) in keys.with_thresholds(self.lockout_policy()) {
-            if threshold == 0 {
-                continue;
-            }
-            if let Some(rec) = self.store().login_failures(key).await? {
-                account_recorded |= key == keys.account;
+        let checked: Vec<&str> = keys
+            .with_thresholds(self.lockout_policy())
+            .into_iter()
+            .filter(|(_, threshold)| *threshold > 0)
+            .map(|(key, _)| key)
+            .collect();
+        // One query for both keys where the store can.
+        let records = self.store().login_failures_of(&checked).await?;
+        for (key, rec) in checked.iter().zip(records) {
+            if let Some(rec) = rec {
+                account_recorded |= *key == keys.account;
                 if let Some(until) = rec.locked_until
                     && until > now
                 {

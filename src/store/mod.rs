@@ -231,6 +231,15 @@ pub trait Store: Send + Sync + 'static {
     // ---- login throttling ----
 
     async fn login_failures(&self, key: &str) -> StoreResult<Option<FailureRecord>>;
+    /// [`Store::login_failures`] of each key, in order; in one query where the backend
+    /// can (a login checks its account and its address).
+    async fn login_failures_of(&self, keys: &[&str]) -> StoreResult<Vec<Option<FailureRecord>>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            out.push(self.login_failures(key).await?);
+        }
+        Ok(out)
+    }
     /// Atomically counts one failure: a window older than `window` restarts at 1.
     async fn record_login_failure(
         &self,

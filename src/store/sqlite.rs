@@ -786,6 +786,31 @@ impl Store for SqliteStore {
         row.as_ref().map(failure_from_row).transpose()
     }
 
+    async fn login_failures_of(&self, keys: &[&str]) -> StoreResult<Vec<Option<FailureRecord>>> {
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "SELECT key, failures, window_start, locked_until, lockouts FROM login_failures \
+             WHERE key IN (",
+        );
+        let mut list = qb.separated(", ");
+        for key in keys {
+            list.push_bind(*key);
+        }
+        qb.push(")");
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = qb.build().fetch_all(&self.reader).await.map_err(backend)?;
+        let mut found = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let key: String = row.try_get("key").map_err(backend)?;
+            found.push((key, failure_from_row(row)?));
+        }
+        Ok(keys
+            .iter()
+            .map(|k| found.iter().find(|(f, _)| f == k).map(|(_, r)| *r))
+            .collect())
+    }
+
     async fn record_login_failure(
         &self,
         key: &str,

@@ -879,6 +879,33 @@ pub async fn audit_append_query_purge(f: Fixture) {
     );
 }
 
+/// Several keys in one call: each key's record, in the order asked, `None` for the
+/// unknown ones.
+pub async fn login_failures_of_several_keys(f: Fixture) {
+    let s = f.store.as_ref();
+    let window = Duration::from_secs(600);
+    assert!(s.login_failures_of(&[]).await.unwrap().is_empty());
+    s.record_login_failure("addr:10.0.0.1", at(0), window)
+        .await
+        .unwrap();
+    s.record_login_failure("user:bob", at(1), window)
+        .await
+        .unwrap();
+    s.record_login_failure("user:bob", at(2), window)
+        .await
+        .unwrap();
+    let got = s
+        .login_failures_of(&["user:nobody", "user:bob", "addr:10.0.0.1"])
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 3);
+    assert!(got[0].is_none());
+    assert_eq!(got[1], s.login_failures("user:bob").await.unwrap());
+    assert_eq!(got[1].unwrap().failures, 2);
+    assert_eq!(got[2], s.login_failures("addr:10.0.0.1").await.unwrap());
+    assert_eq!(got[2].unwrap().failures, 1);
+}
+
 pub async fn login_failure_counters(f: Fixture) {
     let s = f.store.as_ref();
     let key = "user:alice";
@@ -1180,6 +1207,7 @@ macro_rules! conformance {
                 limits_deny_or_evict_oldest,
                 audit_append_query_purge,
                 create_session_audited_records_both,
+                login_failures_of_several_keys,
                 login_failure_counters,
                 history_stays_consistent_through_sweep_and_purge,
             );
