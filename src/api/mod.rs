@@ -144,6 +144,20 @@ impl Serialize for Guid {
     }
 }
 
+/// An instant on the wire: RFC 3339 UTC with milliseconds, written straight from a
+/// stack buffer (no `String`, no formatting machinery: every session answer has some).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WireTime(pub crate::domain::Timestamp);
+
+impl Serialize for WireTime {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0.rfc3339() {
+            Some(text) => s.serialize_str(text.as_str()),
+            None => s.collect_str(&self.0),
+        }
+    }
+}
+
 /// Enough for a session with its user; larger answers grow as usual.
 const JSON_BUFFER: usize = 1024;
 

@@ -2,6 +2,7 @@
 //! conversions from the domain. Request bodies reject unknown fields.
 
 use super::error::NativeError;
+use crate::api::WireTime;
 use crate::domain;
 use crate::service::SessionView;
 use crate::store::SessionCursor;
@@ -201,20 +202,6 @@ pub enum EndReason {
     Absolute,
     Revoked,
     Evicted,
-}
-
-/// An instant on the wire: RFC 3339 UTC with milliseconds, written straight from a
-/// stack buffer (no `String` per field; a session has four of them).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct WireTime(pub domain::Timestamp);
-
-impl Serialize for WireTime {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self.0.rfc3339() {
-            Some(text) => s.serialize_str(text.as_str()),
-            None => s.collect_str(&self.0),
-        }
-    }
 }
 
 /// A session record. Instants are RFC 3339 UTC with milliseconds.

@@ -585,8 +585,10 @@ mod tests {
             json!({"id":"9","jsonrpc":"2.0","result":{"error":{"ERROR":{}}}})
         );
         let info = SessionInfo {
-            created_time: crate::domain::Timestamp::from_unix_millis(1_000),
-            last_accessed_time: crate::domain::Timestamp::from_unix_millis(2_000),
+            created_time: crate::api::WireTime(crate::domain::Timestamp::from_unix_millis(1_000)),
+            last_accessed_time: crate::api::WireTime(crate::domain::Timestamp::from_unix_millis(
+                2_000,
+            )),
             user: super::super::UserAtDomain {
                 user: "ann",
                 domain: "local",

@@ -25,7 +25,7 @@ mod rest;
 
 pub use error::{RestError, RestForm, VapiError, VsError};
 
-use super::{AppState, ClientAddr};
+use super::{AppState, ClientAddr, WireTime};
 use crate::domain::{ClientInfo, ConsoleType, Dialect};
 use crate::service::{Caller, LoginOutcome, LoginRequest};
 use axum::Router;
@@ -166,8 +166,8 @@ fn session_id_header(headers: &HeaderMap) -> Result<Option<&str>, VsError> {
 /// `cis session: get`'s `Info` as plain JSON.
 fn session_info<'a>(caller: &'a Caller, domain: &'a str) -> SessionInfo<'a> {
     SessionInfo {
-        created_time: caller.session.created_at,
-        last_accessed_time: caller.last_accessed_at,
+        created_time: WireTime(caller.session.created_at),
+        last_accessed_time: WireTime(caller.last_accessed_at),
         user: UserAtDomain {
             user: &caller.session.user_name,
             domain,
@@ -178,10 +178,8 @@ fn session_info<'a>(caller: &'a Caller, domain: &'a str) -> SessionInfo<'a> {
 /// `Info`, serialized without building a map (fields in the order a map had them).
 #[derive(serde::Serialize)]
 struct SessionInfo<'a> {
-    #[serde(serialize_with = "as_rfc3339")]
-    created_time: crate::domain::Timestamp,
-    #[serde(serialize_with = "as_rfc3339")]
-    last_accessed_time: crate::domain::Timestamp,
+    created_time: WireTime,
+    last_accessed_time: WireTime,
     user: UserAtDomain<'a>,
 }
 
@@ -189,14 +187,6 @@ struct SessionInfo<'a> {
 struct UserAtDomain<'a> {
     user: &'a str,
     domain: &'a str,
-}
-
-impl std::fmt::Display for UserAtDomain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.user)?;
-        f.write_str("@")?;
-        f.write_str(self.domain)
-    }
 }
 
 /// As one string, built in one allocation (cheaper than `collect_str`'s formatting).
@@ -207,14 +197,6 @@ impl serde::Serialize for UserAtDomain<'_> {
         text.push('@');
         text.push_str(self.domain);
         s.serialize_str(&text)
-    }
-}
-
-/// A timestamp as its text, without the formatting machinery of `collect_str`.
-fn as_rfc3339<S: serde::Serializer>(t: &crate::domain::Timestamp, s: S) -> Result<S::Ok, S::Error> {
-    match t.rfc3339() {
-        Some(text) => s.serialize_str(text.as_str()),
-        None => s.collect_str(t),
     }
 }
 
