@@ -163,20 +163,30 @@ const JSON_BUFFER: usize = 1024;
 
 impl<T: Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> axum::response::Response {
-        let mut buf = Vec::with_capacity(JSON_BUFFER);
-        match serde_json::to_writer(&mut buf, &self.0) {
-            Ok(()) => (
-                [(
-                    axum::http::header::CONTENT_TYPE,
-                    axum::http::HeaderValue::from_static("application/json"),
-                )],
-                buf,
-            )
-                .into_response(),
-            Err(e) => {
-                tracing::error!(error = %e, "could not render JSON");
-                StatusCode::INTERNAL_SERVER_ERROR.into_response()
-            }
+        json_answer(&self.0, "application/json")
+    }
+}
+
+/// `value` as JSON with the given `Content-Type`, serialized into a buffer that
+/// holds a usual answer at once; a value that cannot be serialized is logged and
+/// answered 500 with no detail.
+pub fn json_answer<T: Serialize + ?Sized>(
+    value: &T,
+    content_type: &'static str,
+) -> axum::response::Response {
+    let mut buf = Vec::with_capacity(JSON_BUFFER);
+    match serde_json::to_writer(&mut buf, value) {
+        Ok(()) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static(content_type),
+            )],
+            buf,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "could not render JSON");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }
 }

@@ -62,21 +62,7 @@ fn find_ignore_case(text: &str, needle: &str) -> Option<usize> {
 }
 
 pub fn json_response<T: Serialize + ?Sized>(value: &T) -> Response {
-    let mut buf = Vec::with_capacity(1024);
-    match serde_json::to_writer(&mut buf, value).map(|()| buf) {
-        Ok(bytes) => (
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json;charset=utf-8"),
-            )],
-            bytes,
-        )
-            .into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "could not render JSON");
-            axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
-    }
+    crate::api::json_answer(value, "application/json;charset=utf-8")
 }
 
 /// A small XML document writer. Attribute values are escaped.
