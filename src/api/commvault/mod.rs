@@ -79,18 +79,19 @@ impl FromRequestParts<AppState> for CvCaller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let fmt = Format::from_headers(&parts.headers);
+        // The answer format matters only for a refusal (the handler reads its own).
+        let fmt = || Format::from_headers(&parts.headers);
         let token = parts
             .headers
             .get("authtoken")
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| CvError::unauthenticated(fmt))?;
+            .ok_or_else(|| CvError::unauthenticated(fmt()))?;
         state
             .service
             .authenticate(strip_qsdk(token))
             .await
             .map(CvCaller)
-            .map_err(|e| CvError::service(fmt, e))
+            .map_err(|e| CvError::service(fmt(), e))
     }
 }
 
