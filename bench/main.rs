@@ -295,37 +295,45 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
 
     // ---- session get vs. the ceiling, round by round ----
     let rounds = cli.rounds.max(1);
+    let ceiling = &targets[0];
+    // `rounds` rounds of a ceiling run then the target's run: the target's row
+    // (medians) and the ceiling runs it was paired with.
+    let paired = |name: &'static str, url: &str, lua: &str, conns: usize| {
+        let mut runs = Vec::new();
+        let mut ceiling_runs = Vec::new();
+        let mut pairs = Vec::new();
+        for _ in 0..rounds {
+            let c = wrk_run(
+                &wrk,
+                &dir,
+                &ceiling.url,
+                &ceiling.lua,
+                conns,
+                THREADS,
+                cli.duration,
+            )?;
+            let r = wrk_run(&wrk, &dir, url, lua, conns, THREADS, cli.duration)?;
+            pairs.push((r.rps / c.rps, r.p99_ms / c.p99_ms));
+            ceiling_runs.push(c);
+            runs.push(r);
+        }
+        anyhow::Ok((Paired::of(name, conns, &runs, &pairs), ceiling_runs))
+    };
     let mut results: Vec<Paired> = Vec::new();
     for conns in [16usize, 64] {
         let mut ceiling_runs = Vec::new();
         let mut rows = Vec::new();
         for t in &targets[1..] {
-            let mut runs = Vec::new();
-            let mut pairs = Vec::new();
-            for _ in 0..rounds {
-                let c = wrk_run(
-                    &wrk,
-                    &dir,
-                    &targets[0].url,
-                    &targets[0].lua,
-                    conns,
-                    THREADS,
-                    cli.duration,
-                )?;
-                let r = wrk_run(&wrk, &dir, &t.url, &t.lua, conns, THREADS, cli.duration)?;
-                pairs.push((r.rps / c.rps, r.p99_ms / c.p99_ms));
-                ceiling_runs.push(c);
-                runs.push(r);
-            }
-            let row = Paired::of(t.name, conns, &runs, &pairs);
+            let (row, ceiling_of_row) = paired(t.name, &t.url, &t.lua, conns)?;
             eprintln!(
                 "{} c={conns}: {:.0} req/s p50 {:.2} ms p99 {:.2} ms, {:.2}× the ceiling",
                 t.name, row.run.rps, row.run.p50_ms, row.run.p99_ms, row.rps_ratio
             );
+            ceiling_runs.extend(ceiling_of_row);
             rows.push(row);
         }
         let ones = vec![(1.0, 1.0); ceiling_runs.len()];
-        results.push(Paired::of(targets[0].name, conns, &ceiling_runs, &ones));
+        results.push(Paired::of(ceiling.name, conns, &ceiling_runs, &ones));
         results.extend(rows);
     }
 
@@ -338,28 +346,12 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
             .iter()
             .find(|t| t.name == "vSphere GET /api/session")
             .context("the /api/session target")?;
-        let mut runs = Vec::new();
-        let mut pairs = Vec::new();
-        for _ in 0..rounds {
-            let c = wrk_run(
-                &wrk,
-                &dir,
-                &targets[0].url,
-                &targets[0].lua,
-                64,
-                THREADS,
-                cli.duration,
-            )?;
-            let r = wrk_run(&wrk, &dir, &url, &t.lua, 64, THREADS, cli.duration)?;
-            pairs.push((r.rps / c.rps, r.p99_ms / c.p99_ms));
-            runs.push(r);
-        }
-        let row = Paired::of(
+        let (row, _) = paired(
             "vSphere GET /api/session, default config (request log at info)",
+            &url,
+            &t.lua,
             64,
-            &runs,
-            &pairs,
-        );
+        )?;
         eprintln!("default config {} c=64: {:.0} req/s", t.name, row.run.rps);
         results.push(row);
         default.stop();
