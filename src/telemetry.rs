@@ -121,6 +121,13 @@ pub fn store_error() {
     metrics::counter!(STORE_ERRORS).increment(1);
 }
 
+/// An audit event the store could not record: counted as a store error and logged
+/// (the action it describes stands).
+pub fn audit_not_recorded(kind: crate::domain::AuditKind, error: &dyn std::fmt::Display) {
+    store_error();
+    tracing::error!(kind = kind.key(), error = %error, "could not record audit event");
+}
+
 pub fn live_sessions(n: u64) {
     metrics::gauge!(LIVE_SESSIONS).set(n as f64);
 }

@@ -309,8 +309,7 @@ impl Service {
     async fn audit(&self, event: NewAuditEvent) {
         let kind = event.kind;
         if let Err(e) = self.store().append_audit(event).await {
-            crate::telemetry::store_error();
-            tracing::error!(kind = kind.key(), error = %e, "could not record audit event");
+            crate::telemetry::audit_not_recorded(kind, &e);
         }
     }
 

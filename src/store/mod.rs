@@ -181,8 +181,7 @@ pub trait Store: Send + Sync + 'static {
         let created = self.create_session(session, limit).await?;
         let kind = event.kind;
         if let Err(e) = self.append_audit(event).await {
-            crate::telemetry::store_error();
-            tracing::error!(kind = kind.key(), error = %e, "could not record audit event");
+            crate::telemetry::audit_not_recorded(kind, &e);
         }
         Ok(created)
     }
