@@ -367,20 +367,34 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         &cv_login_body("admin", ADMIN_PW),
     );
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let logins = wrk_run(
-        &wrk,
-        &dir,
-        &format!("http://{sv}/commandcenter/api/Login"),
-        &login_lua,
-        cores * 4,
-        THREADS,
-        cli.duration,
-    )?;
-    let argon_rate = argon2_rate(&config, cores, Duration::from_secs(cli.duration.min(10)));
-    eprintln!(
-        "logins {:.1}/s, argon2 alone {:.1}/s",
-        logins.rps, argon_rate
-    );
+    // Paired like the session-get rows: each round a login run, then Argon2 alone
+    // for as long; the row is the round with the median ratio (this machine's
+    // Argon2 rate alone was seen to drift from 65 to 127 hashes/s within a session).
+    let mut login_rounds = Vec::new();
+    for _ in 0..rounds {
+        let logins = wrk_run(
+            &wrk,
+            &dir,
+            &format!("http://{sv}/commandcenter/api/Login"),
+            &login_lua,
+            cores * 4,
+            THREADS,
+            cli.duration,
+        )?;
+        let argon_rate = argon2_rate(&config, cores, Duration::from_secs(cli.duration.min(10)));
+        eprintln!(
+            "logins {:.1}/s, argon2 alone {:.1}/s",
+            logins.rps, argon_rate
+        );
+        login_rounds.push((logins, argon_rate));
+    }
+    login_rounds.sort_by(|a, b| (a.0.rps / a.1).total_cmp(&(b.0.rps / b.1)));
+    let login_ratios: Vec<String> = login_rounds
+        .iter()
+        .map(|(l, a)| format!("{:.2}", l.rps / a))
+        .collect();
+    let login_failures: u64 = login_rounds.iter().map(|(l, _)| l.non_2xx + l.errors).sum();
+    let (logins, argon_rate) = login_rounds.swap_remove(login_rounds.len() / 2);
 
     // ---- listing one user's sessions among all ----
     let list_user = (first_user.0 + i64::from(cli.users) / 2).to_string();
@@ -509,10 +523,15 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         config.password_hash.iterations,
         config.password_hash.parallelism
     )?;
-    writeln!(report, "- Ratio: **{:.2}**", logins.rps / argon_rate)?;
+    writeln!(
+        report,
+        "- Ratio: **{:.2}** (the median of {rounds} rounds of a login run then Argon2 alone; all rounds: {}; failed logins in all rounds: {login_failures})",
+        logins.rps / argon_rate,
+        login_ratios.join(", ")
+    )?;
     checks.push((
         "login/s ≥ 0.9× Argon2-alone rate".into(),
-        logins.rps >= 0.9 * argon_rate && logins.non_2xx + logins.errors == 0,
+        logins.rps >= 0.9 * argon_rate && login_failures == 0,
         format!("{:.2}×", logins.rps / argon_rate),
     ));
     writeln!(

@@ -3,6 +3,7 @@
 //! Only this layer knows HTTP, XML and JSON.
 
 pub mod commvault;
+pub mod json_text;
 pub mod native;
 mod normalize;
 pub mod ops;

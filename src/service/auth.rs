@@ -283,7 +283,7 @@ impl Service {
     }
 
     /// The user behind a caller (for dialects that render user details).
-    pub async fn caller_user(&self, caller: &Caller) -> ServiceResult<User> {
+    pub async fn caller_user(&self, caller: &Caller) -> ServiceResult<Arc<User>> {
         self.user_by_id(caller.user_id())
             .await?
             .ok_or(ServiceError::Unauthenticated)

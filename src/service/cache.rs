@@ -39,7 +39,7 @@ struct State {
     /// The `changes` generation the entries were read at.
     generation: Option<u64>,
     entries: LruCache<TokenHash, Entry>,
-    users: LruCache<UserId, User>,
+    users: LruCache<UserId, Arc<User>>,
     listings: LruCache<ListingKey, Listing>,
 }
 
@@ -107,11 +107,11 @@ impl SessionCache {
         Some(st)
     }
 
-    pub fn user(&self, generation: u64, id: UserId) -> Option<User> {
+    pub fn user(&self, generation: u64, id: UserId) -> Option<Arc<User>> {
         self.at(generation)?.users.get(&id).cloned()
     }
 
-    pub fn insert_user(&self, generation: u64, user: User) {
+    pub fn insert_user(&self, generation: u64, user: Arc<User>) {
         if let Some(mut st) = self.lock()
             && st.generation == Some(generation)
         {

@@ -165,7 +165,7 @@ pub enum Actor<'a> {
 #[derive(Clone, Debug)]
 pub struct Access {
     /// `None` for [`Actor::System`].
-    pub user: Option<User>,
+    pub user: Option<Arc<User>>,
     pub permissions: Permissions,
 }
 
@@ -278,16 +278,17 @@ impl Service {
 
     /// A user by id for authorization and display, from the cache when the store
     /// publishes a generation (see `cache.rs`). Changes to users go to the store.
-    async fn user_by_id(&self, id: UserId) -> ServiceResult<Option<User>> {
+    /// A user, shared with the cache (every authenticated request reads one).
+    async fn user_by_id(&self, id: UserId) -> ServiceResult<Option<Arc<User>>> {
         let generation = self.store().session_generation();
         if let Some(g) = generation
             && let Some(u) = self.inner.cache.user(g.changes, id)
         {
             return Ok(Some(u));
         }
-        let user = self.store().get_user(id).await?;
+        let user = self.store().get_user(id).await?.map(Arc::new);
         if let (Some(g), Some(u)) = (generation, &user) {
-            self.inner.cache.insert_user(g.changes, u.clone());
+            self.inner.cache.insert_user(g.changes, Arc::clone(u));
         }
         Ok(user)
     }

@@ -176,7 +176,7 @@ impl Service {
             at: self.now(),
             reason: EndReason::Revoked,
         };
-        let actor_ref = access.user.as_ref().map(super::auth::user_ref);
+        let actor_ref = access.user.as_deref().map(super::auth::user_ref);
         let mut ended = 0;
         for id in targets {
             if let Some(s) = self.end_one(id, end).await? {
@@ -207,7 +207,7 @@ impl Service {
                 return Err(ServiceError::NotFound("user"));
             }
         }
-        let actor_ref = access.user.as_ref().map(super::auth::user_ref);
+        let actor_ref = access.user.as_deref().map(super::auth::user_ref);
         self.revoke_user_sessions(user, None, actor_ref, &origin.source)
             .await
     }

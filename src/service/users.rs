@@ -148,6 +148,7 @@ impl Service {
                 .user
                 .into_iter()
                 .filter(|u| after.is_none_or(|a| u.id > a))
+                .map(std::sync::Arc::unwrap_or_clone)
                 .collect())
         }
     }
@@ -454,7 +455,7 @@ pub struct BootstrapOutcome {
 }
 
 fn actor_ref(access: &Access) -> Option<UserRef> {
-    access.user.as_ref().map(user_ref)
+    access.user.as_deref().map(user_ref)
 }
 
 #[cfg(test)]

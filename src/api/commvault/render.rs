@@ -1,7 +1,8 @@
 //! Commvault response documents, in XML and JSON.
 
 use super::error::{CvError, CvErrorKind};
-use super::wire::{Format, XmlDoc, json_response};
+use super::wire::{Format, JSON_CONTENT_TYPE, XmlDoc, json_response};
+use crate::api::json_text::JsonText;
 use crate::domain::{Role, SessionState, SessionToken, User};
 use crate::service::{LoginOutcome, ServiceError, SessionView};
 use axum::response::{IntoResponse, Response};
@@ -228,6 +229,41 @@ struct SessionsJson<'a> {
     sessions: Vec<SessionJson<'a>>,
 }
 
+impl SessionsJson<'_> {
+    /// As its `Serialize` form, by hand: `GET Session` is how Commvault clients
+    /// check their token (see `api::json_text`).
+    fn write_json(&self, out: &mut JsonText) {
+        out.raw(r#"{"sessions":["#);
+        for (i, s) in self.sessions.iter().enumerate() {
+            if i > 0 {
+                out.raw(",");
+            }
+            out.raw(r#"{"logoutTime":"#)
+                .int(s.logout_time)
+                .raw(r#","loginTime":"#)
+                .int(s.login_time)
+                .raw(r#","lastAccessedTime":"#)
+                .int(s.last_accessed_time)
+                .raw(r#","host":"#)
+                .str(s.host)
+                .raw(r#","description":"#)
+                .str(s.description)
+                .raw(r#","sessionId":"#)
+                .guid(s.session_id)
+                .raw(r#","browserSessionId":"#)
+                .int(s.browser_session_id)
+                .raw(r#","consoleType":"#)
+                .int(s.console_type)
+                .raw(r#","user":{"userName":"#)
+                .str(s.user.user_name)
+                .raw(r#","userId":"#)
+                .int(s.user.user_id)
+                .raw("}}");
+        }
+        out.raw("]}");
+    }
+}
+
 fn logout_time(v: &SessionView) -> i64 {
     match v.state {
         SessionState::Live => 0,
@@ -235,30 +271,38 @@ fn logout_time(v: &SessionView) -> i64 {
     }
 }
 
+fn sessions_json(views: &[SessionView]) -> SessionsJson<'_> {
+    SessionsJson {
+        sessions: views
+            .iter()
+            .map(|v| {
+                let s = &v.session;
+                SessionJson {
+                    logout_time: logout_time(v),
+                    login_time: s.created_at.unix_seconds(),
+                    last_accessed_time: s.last_accessed_at.unix_seconds(),
+                    host: &s.client.host,
+                    description: &s.client.description,
+                    session_id: crate::api::Guid(s.id),
+                    browser_session_id: s.browser_session_id,
+                    console_type: s.console_type.code(),
+                    user: SessionUserJson {
+                        user_name: &s.user_name,
+                        user_id: s.user_id.0,
+                    },
+                }
+            })
+            .collect(),
+    }
+}
+
 pub fn sessions(fmt: Format, views: &[SessionView]) -> Response {
     match fmt {
-        Format::Json => json_response(&SessionsJson {
-            sessions: views
-                .iter()
-                .map(|v| {
-                    let s = &v.session;
-                    SessionJson {
-                        logout_time: logout_time(v),
-                        login_time: s.created_at.unix_seconds(),
-                        last_accessed_time: s.last_accessed_at.unix_seconds(),
-                        host: &s.client.host,
-                        description: &s.client.description,
-                        session_id: crate::api::Guid(s.id),
-                        browser_session_id: s.browser_session_id,
-                        console_type: s.console_type.code(),
-                        user: SessionUserJson {
-                            user_name: &s.user_name,
-                            user_id: s.user_id.0,
-                        },
-                    }
-                })
-                .collect(),
-        }),
+        Format::Json => {
+            let mut out = JsonText::new();
+            sessions_json(views).write_json(&mut out);
+            out.answer(JSON_CONTENT_TYPE)
+        }
         Format::Xml => {
             let mut d = XmlDoc::new();
             d.start("Api_GetLoggedInSessionsResp", &[]);
@@ -420,4 +464,39 @@ pub fn v4_users(list: &[User]) -> Response {
 
 pub fn v4_user(u: &User) -> Response {
     json_response(&v4_user_json(u))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_json_by_hand_is_its_serde_form() {
+        let one = |odd: &'static str, n: i64| SessionJson {
+            logout_time: n,
+            login_time: -n,
+            last_accessed_time: i64::MAX,
+            host: odd,
+            description: odd,
+            session_id: crate::api::Guid(crate::domain::SessionId(uuid::Uuid::from_u128(
+                n as u128,
+            ))),
+            browser_session_id: n,
+            console_type: 13,
+            user: SessionUserJson {
+                user_name: odd,
+                user_id: n,
+            },
+        };
+        for list in [
+            vec![],
+            vec![one("10.0.0.1", 1)],
+            vec![one("a\"b\\\u{1}é", 0), one("", 2)],
+        ] {
+            let doc = SessionsJson { sessions: list };
+            let mut out = JsonText::new();
+            doc.write_json(&mut out);
+            assert_eq!(out.as_str(), serde_json::to_string(&doc).unwrap());
+        }
+    }
 }

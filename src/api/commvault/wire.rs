@@ -61,8 +61,11 @@ fn find_ignore_case(text: &str, needle: &str) -> Option<usize> {
         .position(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
+/// The `Content-Type` of a JSON answer.
+pub const JSON_CONTENT_TYPE: &str = "application/json;charset=utf-8";
+
 pub fn json_response<T: Serialize + ?Sized>(value: &T) -> Response {
-    crate::api::json_answer(value, "application/json;charset=utf-8")
+    crate::api::json_answer(value, JSON_CONTENT_TYPE)
 }
 
 /// A small XML document writer. Attribute values are escaped.

@@ -15,6 +15,7 @@ pub use error::{ErrorBody, NativeError};
 
 use super::{AppState, ClientAddr};
 use crate::api::Json;
+use crate::api::json_text::JsonText;
 use crate::domain::{self, ClientInfo, ConsoleType, Dialect, SessionId, UserId};
 use crate::service::{Actor, AuditFilter, LoginRequest, UserChanges, UserInput};
 use crate::store::StateFilter;
@@ -167,17 +168,20 @@ async fn logout(
 async fn current_session(
     State(st): State<AppState>,
     NativeCaller(caller): NativeCaller,
-) -> Result<Json<wire::CurrentSession>> {
+) -> Result<Response> {
     let user = st.service.caller_user(&caller).await?;
     let session = caller.current_session();
     let view = crate::service::SessionView {
         state: session.state_at(st.service.now()),
         session,
     };
-    Ok(Json(wire::CurrentSession {
+    let answer = wire::CurrentSession {
         session: wire::Session::from_view(&view, caller.session.id),
-        user: (&user).into(),
-    }))
+        user: user.as_ref().into(),
+    };
+    let mut out = JsonText::new();
+    answer.write_json(&mut out);
+    Ok(out.answer("application/json"))
 }
 
 // ---- sessions ----

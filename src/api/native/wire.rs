@@ -3,6 +3,7 @@
 
 use super::error::NativeError;
 use crate::api::WireTime;
+use crate::api::json_text::JsonText;
 use crate::domain;
 use crate::service::SessionView;
 use crate::store::SessionCursor;
@@ -160,6 +161,93 @@ pub struct LoginResponse {
 pub struct CurrentSession {
     pub session: Session,
     pub user: User,
+}
+
+impl CurrentSession {
+    /// As its `Serialize` form, by hand: `GET /v1/session` is the native API's
+    /// validation call (see `api::json_text`).
+    pub fn write_json(&self, out: &mut JsonText) {
+        out.raw(r#"{"session":"#);
+        self.session.write_json(out);
+        out.raw(r#","user":"#);
+        self.user.write_json(out);
+        out.raw("}");
+    }
+}
+
+impl Session {
+    fn write_json(&self, out: &mut JsonText) {
+        out.raw(r#"{"id":"#)
+            .guid(self.id)
+            .raw(r#","user":{"id":"#)
+            .int(self.user.id)
+            .raw(r#","name":"#)
+            .str(&self.user.name)
+            .raw(r#"},"host":"#)
+            .str(&self.host)
+            .raw(r#","user_agent":"#)
+            .str(&self.user_agent)
+            .raw(r#","device_id":"#)
+            .str(&self.device_id)
+            .raw(r#","description":"#)
+            .str(&self.description)
+            .raw(r#","console_type":{"code":"#)
+            .int(self.console_type.code)
+            .raw(r#","name":"#)
+            .str(self.console_type.name)
+            .raw(r#"},"dialect":"#)
+            .value(&self.dialect)
+            .raw(r#","browser_session_id":"#)
+            .int(self.browser_session_id)
+            .raw(r#","created_at":"#)
+            .time(self.created_at)
+            .raw(r#","last_accessed_at":"#)
+            .time(self.last_accessed_at)
+            .raw(r#","expires_at":"#)
+            .time(self.expires_at)
+            .raw(r#","idle_timeout_seconds":"#)
+            .int(self.idle_timeout_seconds)
+            .raw(r#","state":"#)
+            .value(&self.state)
+            .raw(r#","ended_at":"#);
+        match self.ended_at {
+            Some(t) => out.time(t),
+            None => out.raw("null"),
+        };
+        out.raw(r#","end_reason":"#)
+            .value(&self.end_reason)
+            .raw(r#","current":"#)
+            .bool(self.current)
+            .raw("}");
+    }
+}
+
+impl User {
+    fn write_json(&self, out: &mut JsonText) {
+        out.raw(r#"{"id":"#)
+            .int(self.id)
+            .raw(r#","name":"#)
+            .str(&self.name)
+            .raw(r#","guid":"#)
+            .str(&self.guid)
+            .raw(r#","full_name":"#)
+            .str(&self.full_name)
+            .raw(r#","email":"#)
+            .str(&self.email)
+            .raw(r#","description":"#)
+            .str(&self.description)
+            .raw(r#","enabled":"#)
+            .bool(self.enabled)
+            .raw(r#","roles":"#)
+            .strs(self.roles.iter().map(String::as_str))
+            .raw(r#","permissions":"#)
+            .strs(self.permissions.iter().copied())
+            .raw(r#","created_at":"#)
+            .time(self.created_at)
+            .raw(r#","updated_at":"#)
+            .time(self.updated_at)
+            .raw("}");
+    }
 }
 
 /// A user as named in a session or an audit event.
@@ -620,6 +708,7 @@ pub fn parse_id_cursor(tag: &str, s: &str) -> Result<i64, NativeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Timestamp;
 
     #[test]
     fn cursors_round_trip_and_do_not_mix() {
@@ -651,5 +740,71 @@ mod tests {
         assert_eq!(page_limit(Some(1000)).unwrap(), 1000);
         assert!(page_limit(Some(0)).is_err());
         assert!(page_limit(Some(1001)).is_err());
+    }
+
+    fn session(odd: &str, ended: bool) -> Session {
+        let t = |ms| WireTime(Timestamp::from_unix_millis(ms));
+        Session {
+            id: crate::api::Guid(domain::SessionId(uuid::Uuid::from_u128(7 << 64 | 9))),
+            user: UserRef {
+                id: 42,
+                name: format!("ann{odd}"),
+            },
+            host: format!("10.0.0.1{odd}"),
+            user_agent: format!("curl/8{odd}"),
+            device_id: String::new(),
+            description: odd.to_string(),
+            console_type: ConsoleType {
+                code: 201,
+                name: "native API",
+            },
+            dialect: if ended {
+                Dialect::WebConsole
+            } else {
+                Dialect::Native
+            },
+            browser_session_id: -3,
+            created_at: t(1_764_000_000_123),
+            last_accessed_at: t(1_764_000_000_999),
+            expires_at: t(i64::MAX),
+            idle_timeout_seconds: u64::MAX,
+            state: if ended {
+                SessionState::Ended
+            } else {
+                SessionState::Live
+            },
+            ended_at: ended.then(|| t(1_764_000_100_000)),
+            end_reason: ended.then_some(EndReason::Revoked),
+            current: !ended,
+        }
+    }
+
+    #[test]
+    fn current_session_by_hand_is_its_serde_form() {
+        for (odd, ended) in [("", false), ("\"\\\n\u{1f}é", true)] {
+            let answer = CurrentSession {
+                session: session(odd, ended),
+                user: User {
+                    id: 42,
+                    name: format!("ann{odd}"),
+                    guid: "B0CD93B5-D6F1-4678-A7E9-DD7E97CAB47A".into(),
+                    full_name: odd.into(),
+                    email: "a@b".into(),
+                    description: String::new(),
+                    enabled: ended,
+                    roles: if ended {
+                        vec![]
+                    } else {
+                        vec!["master".into(), odd.into()]
+                    },
+                    permissions: vec!["view"],
+                    created_at: WireTime(Timestamp::from_unix_millis(0)),
+                    updated_at: WireTime(Timestamp::from_unix_millis(-1)),
+                },
+            };
+            let mut out = JsonText::new();
+            answer.write_json(&mut out);
+            assert_eq!(out.as_str(), serde_json::to_string(&answer).unwrap());
+        }
     }
 }

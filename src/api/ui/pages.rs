@@ -31,7 +31,7 @@ async fn chrome(st: &AppState, ui: &UiCaller, active: &'static str) -> Result<Ch
     let user = st.service.caller_user(&ui.caller).await?;
     Ok(Chrome {
         can_manage: user.permissions().has(Permission::UserManagement),
-        user_name: user.name,
+        user_name: user.name.clone(),
         user_id: user.id.0,
         csrf: ui.csrf(),
         active,

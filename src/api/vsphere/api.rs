@@ -10,6 +10,7 @@
 
 use super::error::{RestError, VsError};
 use super::{authenticate, basic_credentials, body_bytes, login, session_id_header, session_info};
+use crate::api::json_text::JsonText;
 use crate::api::{AppState, ClientAddr};
 use crate::api::{HeadersAndBody, Json};
 use crate::domain::{ConsoleType, Dialect};
@@ -45,7 +46,9 @@ pub async fn get(
         body_bytes(body)?;
         let caller = authenticate(&st, session_id_header(&headers)?).await?;
         let info = session_info(&caller, &st.dialects.vsphere_domain);
-        Ok(Json(info).into_response())
+        let mut out = JsonText::new();
+        info.write_json(&mut out);
+        Ok(out.answer("application/json"))
     }
     .await
     .map_err(VsError::api)

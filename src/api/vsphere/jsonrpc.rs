@@ -27,6 +27,7 @@ use super::{
     Credentials, SessionInfo, authenticate, body_bytes, login, session_id_header, session_info,
 };
 use crate::api::Json;
+use crate::api::json_text::JsonText;
 use crate::api::{AppState, ClientAddr, HeadersAndBody};
 use crate::domain::{ConsoleType, Dialect};
 use crate::service::Caller;
@@ -119,12 +120,36 @@ pub async fn invoke(
         Ok(output) => RpcResult::Output(output),
         Err(e) => RpcResult::Error(e.typed_value()),
     };
-    Json(Reply {
+    Reply {
         id: &id,
         jsonrpc: "2.0",
         result,
-    })
-    .into_response()
+    }
+    .answer()
+}
+
+impl Reply<'_> {
+    /// The reply as JSON: a session's `Info` (the hot path) written by hand (see
+    /// `api::json_text`), everything else through serde.
+    fn answer(self) -> Response {
+        match &self.result {
+            RpcResult::Output(Output::Info(info)) => {
+                info_reply(self.id, info).answer("application/json")
+            }
+            _ => Json(self).into_response(),
+        }
+    }
+}
+
+/// A `Reply` carrying a session's `Info`, as serde would write it.
+fn info_reply(id: &Value, info: &SessionInfo) -> JsonText {
+    let mut out = JsonText::new();
+    out.raw(r#"{"id":"#)
+        .value(id)
+        .raw(r#","jsonrpc":"2.0","result":{"output":{"STRUCTURE":{"com.vmware.cis.session.info":"#);
+    info.write_json(&mut out);
+    out.raw("}}}}");
+    out
 }
 
 /// `{"id":..,"jsonrpc":"2.0","result":..}`, serialized without building a map
@@ -594,12 +619,14 @@ mod tests {
                 domain: "local",
             },
         };
+        let by_hand = info_reply(&id, &info);
         let text = serde_json::to_string(&Reply {
             id: &id,
             jsonrpc: "2.0",
             result: RpcResult::Output(Output::Info(info)),
         })
         .unwrap();
+        assert_eq!(by_hand.as_str(), text);
         assert_eq!(
             text,
             r#"{"id":"9","jsonrpc":"2.0","result":{"output":{"STRUCTURE":{"com.vmware.cis.session.info":{"created_time":"1970-01-01T00:00:01.000Z","last_accessed_time":"1970-01-01T00:00:02.000Z","user":"ann@local"}}}}}"#

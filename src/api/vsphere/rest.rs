@@ -18,6 +18,7 @@ use super::{
     SESSION_ID_HEADER, authenticate, basic_credentials, body_bytes, login, session_id_header,
     session_info,
 };
+use crate::api::json_text::JsonText;
 use crate::api::{AppState, ClientAddr};
 use crate::api::{HeadersAndBody, Json};
 use crate::domain::{ConsoleType, Dialect};
@@ -93,7 +94,11 @@ async fn get(st: &AppState, headers: &HeaderMap) -> Result<Response, VsError> {
     let id = session_id(headers)?;
     let caller = authenticate(st, id.as_deref()).await?;
     let info = session_info(&caller, &st.dialects.vsphere_domain);
-    Ok(Json(Value { value: info }).into_response())
+    let mut out = JsonText::new();
+    out.raw(r#"{"value":"#);
+    info.write_json(&mut out);
+    out.raw("}");
+    Ok(out.answer("application/json"))
 }
 
 /// `DELETE`: ends the session.
