@@ -38,12 +38,14 @@ struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,
     /// Seconds per wrk run.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 4)]
     duration: u64,
-    /// Rounds per session-get target: each round measures the ceiling and then the
-    /// target, and the report gives the median of the rounds' ratios (the machine's
-    /// speed drifts over minutes; a ratio of adjacent runs does not).
-    #[arg(long, default_value_t = 3)]
+    /// Rounds per session-get target (and for logins): each round measures the
+    /// ceiling and then the target, and the report gives the median of the rounds'
+    /// ratios (the machine's speed drifts over minutes and jumps by a third within
+    /// seconds; a ratio of adjacent runs drifts less, and a median of several
+    /// ignores the jumps).
+    #[arg(long, default_value_t = 5)]
     rounds: usize,
     /// Sessions stored (spread evenly over `--users`).
     #[arg(long, default_value_t = 1_000_000)]

@@ -75,7 +75,7 @@ impl JsonText {
     /// An instant as [`WireTime`] writes it.
     pub fn time(&mut self, t: WireTime) -> &mut Self {
         match t.0.rfc3339() {
-            Some(text) => self.str(text.as_str()),
+            Some(text) => self.plain_str(text.as_str()),
             None => self.str(&t.0.to_string()),
         }
     }
@@ -83,7 +83,17 @@ impl JsonText {
     /// A session id as [`Guid`] writes it.
     pub fn guid(&mut self, id: Guid) -> &mut Self {
         let mut buf = uuid::Uuid::encode_buffer();
-        self.str(id.0.0.hyphenated().encode_upper(&mut buf))
+        self.plain_str(id.0.0.hyphenated().encode_upper(&mut buf))
+    }
+
+    /// A string of digits, letters and punctuation this module made itself, which
+    /// JSON never escapes: quoted without looking.
+    fn plain_str(&mut self, s: &str) -> &mut Self {
+        debug_assert!(!s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\'));
+        self.0.push(b'"');
+        self.0.extend_from_slice(s.as_bytes());
+        self.0.push(b'"');
+        self
     }
 
     /// A list of strings.

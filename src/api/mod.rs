@@ -202,9 +202,7 @@ pub fn router(state: AppState) -> Router {
     let routes = Router::new()
         .merge(commvault::routes())
         .merge(vsphere::routes())
-        .nest("/commandcenter/api", commvault::prefixed_routes())
-        .nest("/webconsole/api", commvault::prefixed_routes())
-        .nest("/v1", native::routes())
+        .merge(native::routes())
         .merge(ui::routes())
         .merge(ops::routes(&state))
         .fallback(not_found);

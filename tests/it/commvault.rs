@@ -1140,3 +1140,34 @@ async fn store_failure_is_503_without_detail() {
         200
     );
 }
+
+#[tokio::test]
+async fn unknown_paths_and_methods_under_each_base_path() {
+    let app = TestApp::spawn().await;
+    let get = |path: &'static str| app.http.get(app.url(path)).header("Accept", JSON).send();
+    // Under a Commvault base path: the dialect's own 404, in any case and depth.
+    for path in [
+        "/commandcenter/api/nothing",
+        "/webconsole/api/NoSuchThing",
+        "/commandcenter/api/v4/user/1/deeper",
+    ] {
+        assert_cv_error(get(path).await.unwrap(), 404, 4).await;
+    }
+    // The base itself answers; so does the same endpoint at every base.
+    for base in ["", "/commandcenter/api", "/webconsole/api"] {
+        let r = app
+            .http
+            .get(app.url(&format!("{base}/Login")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED, "{base}");
+        assert_eq!(r.headers()["allow"], "POST");
+    }
+    let r = get("/commandcenter/api").await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // Outside every base: the plain 404.
+    let r = get("/commandcenterx/api/Login").await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(r.text().await.unwrap(), "not found\n");
+}

@@ -27,31 +27,45 @@ use axum::extract::{FromRequestParts, Path, RawQuery, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{any, delete, get, post};
 use secrecy::SecretString;
 use std::time::Duration;
 use wire::{Body, Fields, Format};
 
-/// Routes of the dialect, relative to its base path.
+/// The base paths of the dialect besides the root.
+pub const PREFIXES: [&str; 2] = ["/commandcenter/api", "/webconsole/api"];
+
+/// Routes of the dialect at the root and under each of [`PREFIXES`], written out
+/// in full rather than nested (a nested router rebuilds every request's URI to
+/// strip its prefix); unknown paths under a prefix get the dialect's 404.
 pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/", get(base))
-        .route("/login", post(login))
-        .route("/logout", post(logout))
-        .route("/session", get(sessions_of_user))
-        .route("/sessions", delete(end_sessions))
-        .route("/renewlogintoken", post(renew))
-        .route("/whoami", get(who_am_i).post(who_am_i))
-        .route("/user", get(users))
-        .route("/user/{id}", get(user))
-        .route("/user/{id}/security", get(user_security))
-        .route("/v4/user", get(v4_users))
-        .route("/v4/user/{id}", get(v4_user))
+    PREFIXES.iter().fold(routes_at(""), |router, prefix| {
+        router
+            .merge(routes_at(prefix))
+            .route(&format!("{prefix}/{{*rest}}"), any(no_route))
+    })
 }
 
-/// The dialect under a prefix: unknown paths below it get the dialect's 404.
-pub fn prefixed_routes() -> Router<AppState> {
-    routes().fallback(no_route)
+/// The dialect's routes with `base` ("" for the root) before each path.
+fn routes_at(base: &str) -> Router<AppState> {
+    let at = |path: &str| match (base, path) {
+        ("", _) => path.to_string(),
+        (_, "/") => base.to_string(),
+        _ => format!("{base}{path}"),
+    };
+    Router::new()
+        .route(&at("/"), get(base_path))
+        .route(&at("/login"), post(login))
+        .route(&at("/logout"), post(logout))
+        .route(&at("/session"), get(sessions_of_user))
+        .route(&at("/sessions"), delete(end_sessions))
+        .route(&at("/renewlogintoken"), post(renew))
+        .route(&at("/whoami"), get(who_am_i).post(who_am_i))
+        .route(&at("/user"), get(users))
+        .route(&at("/user/{id}"), get(user))
+        .route(&at("/user/{id}/security"), get(user_security))
+        .route(&at("/v4/user"), get(v4_users))
+        .route(&at("/v4/user/{id}"), get(v4_user))
 }
 
 async fn no_route(Fmt(fmt): Fmt) -> CvError {
@@ -118,7 +132,7 @@ fn svc(fmt: Format) -> impl Fn(ServiceError) -> CvError {
     move |e| CvError::service(fmt, e)
 }
 
-async fn base() -> impl IntoResponse {
+async fn base_path() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain;charset=utf-8")],
         "sessiond: Commvault-compatible web service\n",

@@ -23,33 +23,36 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{any, get, post, put};
 use extract::{NJson, NQuery, NativeCaller};
 use secrecy::SecretString;
 use std::time::Duration;
 
 type Result<T> = std::result::Result<T, NativeError>;
 
-/// Routes of the dialect, relative to `/v1`.
+/// Routes of the dialect, written out under `/v1` rather than nested there (a
+/// nested router rebuilds every request's URI to strip the prefix); anything else
+/// under `/v1` is the dialect's 404.
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/openapi.json", get(openapi_document))
-        .route("/login", post(login))
-        .route("/logout", post(logout))
-        .route("/session", get(current_session))
-        .route("/sessions", get(list_sessions))
-        .route("/sessions/revoke", post(revoke_sessions))
-        .route("/sessions/{id}", get(get_session).delete(delete_session))
-        .route("/users", get(list_users).post(create_user))
+        .route("/v1/openapi.json", get(openapi_document))
+        .route("/v1/login", post(login))
+        .route("/v1/logout", post(logout))
+        .route("/v1/session", get(current_session))
+        .route("/v1/sessions", get(list_sessions))
+        .route("/v1/sessions/revoke", post(revoke_sessions))
+        .route("/v1/sessions/{id}", get(get_session).delete(delete_session))
+        .route("/v1/users", get(list_users).post(create_user))
         .route(
-            "/users/{id}",
+            "/v1/users/{id}",
             get(get_user).patch(update_user).delete(delete_user),
         )
-        .route("/users/{id}/password", put(set_password))
-        .route("/roles", get(roles))
-        .route("/audit", get(audit))
-        .route("/events", get(events))
-        .fallback(no_route)
+        .route("/v1/users/{id}/password", put(set_password))
+        .route("/v1/roles", get(roles))
+        .route("/v1/audit", get(audit))
+        .route("/v1/events", get(events))
+        .route("/v1", any(no_route))
+        .route("/v1/{*rest}", any(no_route))
         .method_not_allowed_fallback(method_not_allowed)
 }
 
