@@ -494,7 +494,7 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
             checks.push((
                 format!("{name}, {conns} conns: req/s ≥ 0.8× ceiling"),
                 ok,
-                format!("{:.2}×", row.rps_ratio),
+                format!("{:.3}×", row.rps_ratio),
             ));
             if *conns == 64 {
                 checks.push((
@@ -534,7 +534,7 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
     checks.push((
         "login/s ≥ 0.9× Argon2-alone rate".into(),
         logins.rps >= 0.9 * argon_rate && login_failures == 0,
-        format!("{:.2}×", logins.rps / argon_rate),
+        format!("{:.3}×", logins.rps / argon_rate),
     ));
     writeln!(
         report,

@@ -53,9 +53,13 @@ impl Timestamp {
     /// the digits are written one by one rather than through `write!` with padding,
     /// and callers hand out the `str` without the formatting machinery.
     pub fn rfc3339(self) -> Option<Rfc3339> {
-        let t =
-            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000).ok()?;
-        let year = u32::try_from(t.year()).ok().filter(|y| *y <= 9999)?;
+        // Whole seconds and milliseconds apart (no 128-bit nanoseconds), and the
+        // calendar date worked out once (`month()` and `day()` would each redo it).
+        let t = time::OffsetDateTime::from_unix_timestamp(self.0.div_euclid(1000)).ok()?;
+        let millis = self.0.rem_euclid(1000) as u32;
+        let (year, month, day) = t.to_calendar_date();
+        let (hour, minute, second) = t.to_hms();
+        let year = u32::try_from(year).ok().filter(|y| *y <= 9999)?;
         let mut b = *b"0000-00-00T00:00:00.000Z";
         let mut put = |at: usize, width: usize, mut v: u32| {
             for i in (at..at + width).rev() {
@@ -64,12 +68,12 @@ impl Timestamp {
             }
         };
         put(0, 4, year);
-        put(5, 2, u32::from(u8::from(t.month())));
-        put(8, 2, u32::from(t.day()));
-        put(11, 2, u32::from(t.hour()));
-        put(14, 2, u32::from(t.minute()));
-        put(17, 2, u32::from(t.second()));
-        put(20, 3, u32::from(t.millisecond()));
+        put(5, 2, u32::from(u8::from(month)));
+        put(8, 2, u32::from(day));
+        put(11, 2, u32::from(hour));
+        put(14, 2, u32::from(minute));
+        put(17, 2, u32::from(second));
+        put(20, 3, millis);
         Some(Rfc3339(b))
     }
 }
@@ -117,6 +121,18 @@ mod tests {
         assert_eq!(
             Timestamp::from_unix_millis(i64::MAX).to_string(),
             format!("@{}ms", i64::MAX)
+        );
+        assert_eq!(
+            Timestamp::from_unix_millis(-62_167_219_200_000).to_string(),
+            "0000-01-01T00:00:00.000Z"
+        );
+        assert_eq!(
+            Timestamp::from_unix_millis(-62_167_219_200_001).to_string(),
+            "@-62167219200001ms"
+        );
+        assert_eq!(
+            Timestamp::from_unix_millis(951_782_400_007).to_string(),
+            "2000-02-29T00:00:00.007Z"
         );
     }
 
