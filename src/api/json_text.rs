@@ -11,8 +11,7 @@
 //! every writer is tested to give byte for byte what serde_json gives for them.
 
 use super::{Guid, WireTime};
-use axum::http::{HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Serialize;
 
 /// Enough for a session with its user; larger answers grow as usual.
@@ -129,11 +128,7 @@ impl JsonText {
 
     /// The text as a 200 answer with the given `Content-Type`.
     pub fn answer(self, content_type: &'static str) -> Response {
-        (
-            [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
-            self.0,
-        )
-            .into_response()
+        super::typed_answer(self.0, content_type)
     }
 }
 

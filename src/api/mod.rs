@@ -177,19 +177,23 @@ pub fn json_answer<T: Serialize + ?Sized>(
 ) -> axum::response::Response {
     let mut buf = Vec::with_capacity(JSON_BUFFER);
     match serde_json::to_writer(&mut buf, value) {
-        Ok(()) => (
-            [(
-                axum::http::header::CONTENT_TYPE,
-                axum::http::HeaderValue::from_static(content_type),
-            )],
-            buf,
-        )
-            .into_response(),
+        Ok(()) => typed_answer(buf, content_type),
         Err(e) => {
             tracing::error!(error = %e, "could not render JSON");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }
+}
+
+/// A 200 answer of `body` with the given `Content-Type`, built directly (a `Vec`'s
+/// own `into_response` sets a `Content-Type` that the tuple form then replaces).
+pub fn typed_answer(body: Vec<u8>, content_type: &'static str) -> axum::response::Response {
+    let mut resp = axum::response::Response::new(axum::body::Body::from(body));
+    resp.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static(content_type),
+    );
+    resp
 }
 
 /// The whole HTTP application: every dialect, behind path normalization.
