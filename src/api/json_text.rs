@@ -53,14 +53,6 @@ impl JsonText {
         self
     }
 
-    /// A string or `null`.
-    pub fn opt_str(&mut self, s: Option<&str>) -> &mut Self {
-        match s {
-            Some(s) => self.str(s),
-            None => self.raw("null"),
-        }
-    }
-
     pub fn int(&mut self, n: impl itoa::Integer) -> &mut Self {
         self.0
             .extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
@@ -88,7 +80,7 @@ impl JsonText {
     /// A string of digits, letters and punctuation this module made itself, which
     /// JSON never escapes: quoted without looking.
     fn plain_str(&mut self, s: &str) -> &mut Self {
-        debug_assert!(!s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\'));
+        debug_assert!(!needs_escape(s.as_bytes()));
         self.0.push(b'"');
         self.0.extend_from_slice(s.as_bytes());
         self.0.push(b'"');
@@ -126,7 +118,8 @@ impl JsonText {
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
 
-    /// The text as a 200 answer with the given `Content-Type`.
+    /// The text as a 200 answer with the given `Content-Type` (usually
+    /// [`APPLICATION_JSON`](super::APPLICATION_JSON)).
     pub fn answer(self, content_type: &'static str) -> Response {
         super::typed_answer(self.0, content_type)
     }
@@ -137,11 +130,7 @@ impl JsonText {
 /// serde_json does; everything else as it is.
 fn escape_into(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
-    // No early exit: the compiler checks many bytes at once.
-    let plain = bytes
-        .iter()
-        .fold(true, |ok, &b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'));
-    if plain {
+    if !needs_escape(bytes) {
         out.extend_from_slice(bytes);
         return;
     }
@@ -173,6 +162,14 @@ fn escape_into(out: &mut Vec<u8>, s: &str) {
         start = i + 1;
     }
     out.extend_from_slice(&bytes[start..]);
+}
+
+/// Whether any byte must be escaped in a JSON string: `"`, `\` or a control
+/// character. No early exit, so the compiler checks many bytes at once.
+fn needs_escape(bytes: &[u8]) -> bool {
+    bytes.iter().fold(false, |any, &b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\')
+    })
 }
 
 #[cfg(test)]
@@ -223,7 +220,7 @@ mod tests {
             .raw(",")
             .bool(true)
             .raw(",")
-            .opt_str(None)
+            .raw("null")
             .raw(",")
             .strs(["x", "y\"z"])
             .raw(",")

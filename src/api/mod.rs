@@ -162,9 +162,12 @@ impl Serialize for WireTime {
 /// Enough for a session with its user; larger answers grow as usual.
 const JSON_BUFFER: usize = 1024;
 
+/// The `Content-Type` of the vSphere and native JSON answers.
+pub const APPLICATION_JSON: &str = "application/json";
+
 impl<T: Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> axum::response::Response {
-        json_answer(&self.0, "application/json")
+        json_answer(&self.0, APPLICATION_JSON)
     }
 }
 

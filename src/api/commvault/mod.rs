@@ -33,7 +33,7 @@ use std::time::Duration;
 use wire::{Body, Fields, Format};
 
 /// The base paths of the dialect besides the root.
-pub const PREFIXES: [&str; 2] = ["/commandcenter/api", "/webconsole/api"];
+const PREFIXES: [&str; 2] = ["/commandcenter/api", "/webconsole/api"];
 
 /// Routes of the dialect at the root and under each of [`PREFIXES`], written out
 /// in full rather than nested (a nested router rebuilds every request's URI to

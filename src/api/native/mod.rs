@@ -69,7 +69,7 @@ async fn method_not_allowed() -> NativeError {
     responses((status = 200, description = "The OpenAPI 3.1 document of /v1", content_type = "application/json")))]
 async fn openapi_document() -> Response {
     (
-        [(header::CONTENT_TYPE, "application/json")],
+        [(header::CONTENT_TYPE, crate::api::APPLICATION_JSON)],
         openapi::document(),
     )
         .into_response()
@@ -184,7 +184,7 @@ async fn current_session(
     };
     let mut out = JsonText::new();
     answer.write_json(&mut out);
-    Ok(out.answer("application/json"))
+    Ok(out.answer(crate::api::APPLICATION_JSON))
 }
 
 // ---- sessions ----

@@ -48,7 +48,7 @@ pub async fn get(
         let info = session_info(&caller, &st.dialects.vsphere_domain);
         let mut out = JsonText::new();
         info.write_json(&mut out);
-        Ok(out.answer("application/json"))
+        Ok(out.answer(crate::api::APPLICATION_JSON))
     }
     .await
     .map_err(VsError::api)

@@ -134,7 +134,7 @@ impl Reply<'_> {
     fn answer(self) -> Response {
         match &self.result {
             RpcResult::Output(Output::Info(info)) => {
-                info_reply(self.id, info).answer("application/json")
+                info_reply(self.id, info).answer(crate::api::APPLICATION_JSON)
             }
             _ => Json(self).into_response(),
         }

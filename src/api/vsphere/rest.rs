@@ -98,7 +98,7 @@ async fn get(st: &AppState, headers: &HeaderMap) -> Result<Response, VsError> {
     out.raw(r#"{"value":"#);
     info.write_json(&mut out);
     out.raw("}");
-    Ok(out.answer("application/json"))
+    Ok(out.answer(crate::api::APPLICATION_JSON))
 }
 
 /// `DELETE`: ends the session.
