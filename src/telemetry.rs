@@ -156,12 +156,24 @@ pub fn http_request(route: &str, method: &'static str, status: u16, elapsed: Dur
         .or_insert_with(|| {
             metrics::histogram!(
                 HTTP_DURATION,
-                "route" => route.to_owned(),
+                "route" => route_label(route).into_owned(),
                 "method" => method,
                 "status" => status.to_string(),
             )
         })
         .record(seconds);
+}
+
+/// A route template as reported in metrics and logs: in lower case. The Commvault
+/// dialect routes its vendor spellings (`/commandcenter/api/Session`) beside the
+/// lower-case paths it normalizes every other spelling to; both are one endpoint.
+/// Borrowed (no copy) for every other template.
+pub fn route_label(route: &str) -> std::borrow::Cow<'_, str> {
+    if route.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(route.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(route)
+    }
 }
 
 /// Registered latency histograms by route template, then (method, status). Hashed
@@ -173,4 +185,21 @@ type HttpLatency =
 fn http_latency() -> &'static HttpLatency {
     static LATENCY: OnceLock<HttpLatency> = OnceLock::new();
     LATENCY.get_or_init(HttpLatency::default)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route_label;
+
+    #[test]
+    fn route_labels_are_lower_case_and_borrowed_when_they_are() {
+        assert_eq!(
+            route_label("/commandcenter/api/Session"),
+            "/commandcenter/api/session"
+        );
+        assert!(matches!(
+            route_label("/v1/users/{id}"),
+            std::borrow::Cow::Borrowed("/v1/users/{id}")
+        ));
+    }
 }

@@ -4,9 +4,12 @@
 //!   cvpysdk probes).
 //! - Commvault clients mix `User` and `user`: a path whose first segment is a
 //!   Commvault prefix (`commandcenter`, `webconsole`) or a Commvault endpoint at the
-//!   root (`Login`, `Session`, ...) is lower-cased. Other dialects' paths are left
-//!   exactly as sent. The query string is never touched.
+//!   root (`Login`, `Session`, ...) is lower-cased, unless it is one of the
+//!   endpoints as the vendor spells them (`/commandcenter/api/Session`, `/Login`:
+//!   `commvault::VENDOR_SPELLINGS`), which are routed as sent. Other dialects'
+//!   paths are left exactly as sent. The query string is never touched.
 
+use super::commvault::{PREFIXES, VENDOR_SPELLINGS};
 use axum::Router;
 use axum::extract::Request;
 use axum::http::Uri;
@@ -55,7 +58,17 @@ struct Plan<'a> {
 }
 
 fn plan(path: &str) -> Option<Plan<'_>> {
-    let trimmed = if path.len() > 1 {
+    let bytes = path.as_bytes();
+    let trailing_slash = bytes.len() > 1 && bytes.ends_with(b"/");
+    // The common case, decided without splitting: no trailing slash and no upper
+    // case (no early exit, so that the compiler checks many bytes at once).
+    let upper = bytes
+        .iter()
+        .fold(false, |any, b| any | b.is_ascii_uppercase());
+    if !trailing_slash && !upper {
+        return None;
+    }
+    let trimmed = if trailing_slash {
         path.trim_end_matches('/')
     } else {
         path
@@ -66,14 +79,26 @@ fn plan(path: &str) -> Option<Plan<'_>> {
         .split('/')
         .next()
         .unwrap_or("");
-    let lower = COMMVAULT_FIRST_SEGMENTS
-        .iter()
-        .any(|s| s.eq_ignore_ascii_case(first))
-        && trimmed.bytes().any(|b| b.is_ascii_uppercase());
+    let lower = upper
+        && COMMVAULT_FIRST_SEGMENTS
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(first))
+        && !vendor_spelled(trimmed);
     (lower || trimmed.len() != path.len()).then_some(Plan {
         keep: trimmed,
         lower,
     })
+}
+
+/// A Commvault endpoint as the vendor spells it, at the root or under a base path
+/// written in lower case: routed as it is.
+fn vendor_spelled(path: &str) -> bool {
+    let rest = PREFIXES
+        .iter()
+        .find_map(|p| path.strip_prefix(p))
+        .unwrap_or(path);
+    rest.strip_prefix('/')
+        .is_some_and(|segment| VENDOR_SPELLINGS.contains(&segment))
 }
 
 /// `uri` with its path rewritten by `plan` and its query kept: one buffer, handed
@@ -117,7 +142,23 @@ mod tests {
 
     #[test]
     fn commvault_paths_lower_case_others_untouched() {
-        assert_eq!(normalized_path("/Login"), Some("/login".into()));
+        assert_eq!(normalized_path("/LOGIN"), Some("/login".into()));
+        // Vendor spellings are routed as sent (at the root or under a base path).
+        assert_eq!(normalized_path("/Login"), None);
+        assert_eq!(normalized_path("/commandcenter/api/Session"), None);
+        assert_eq!(normalized_path("/webconsole/api/RenewLoginToken"), None);
+        assert_eq!(
+            normalized_path("/commandcenter/api/Session/"),
+            Some("/commandcenter/api/Session".into())
+        );
+        assert_eq!(
+            normalized_path("/CommandCenter/api/Session"),
+            Some("/commandcenter/api/session".into())
+        );
+        assert_eq!(
+            normalized_path("/commandcenter/api/User/5"),
+            Some("/commandcenter/api/user/5".into())
+        );
         assert_eq!(
             normalized_path("/CommandCenter/API/User/5"),
             Some("/commandcenter/api/user/5".into())
@@ -149,9 +190,10 @@ mod tests {
             "/commandcenter/api/session?userId=7&X=Y"
         );
         assert_eq!(rewrite("/api/session/"), "/api/session");
-        assert_eq!(rewrite("/Login/?a"), "/login?a");
+        assert_eq!(rewrite("/LOGIN/?a"), "/login?a");
+        assert_eq!(rewrite("/Login/?a"), "/Login?a");
         assert_eq!(
-            rewrite("http://host:8080/Session/?Q=1"),
+            rewrite("http://host:8080/SESSION/?Q=1"),
             "http://host:8080/session?Q=1"
         );
     }

@@ -205,6 +205,8 @@ where
         let latency_ms = elapsed.as_secs_f64() * 1000.0;
         let log_at_info = *this.log_at_info;
         let finished = || {
+            let route = telemetry::route_label(route);
+            let route = route.as_ref();
             if log_at_info {
                 tracing::info!(
                     method,

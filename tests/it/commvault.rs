@@ -125,6 +125,47 @@ async fn base_paths_answer_200() {
     }
 }
 
+/// The vendor's spelling (routed as sent), lower case and any other spelling
+/// (normalized to lower case) reach the same endpoint and answer the same.
+#[tokio::test]
+async fn every_spelling_of_an_endpoint_answers_the_same() {
+    let app = TestApp::spawn().await;
+    let token = app.cv_login("admin", ADMIN_PASSWORD).await;
+    let id = app.admin.id;
+    let mut answers = Vec::new();
+    for path in [
+        format!("/commandcenter/api/Session?userId={id}"),
+        format!("/commandcenter/api/session?userId={id}"),
+        format!("/COMMANDCENTER/API/SESSION/?userId={id}"),
+        format!("/webconsole/api/Session?userId={id}"),
+        format!("/Session?userId={id}"),
+        format!("/sEsSiOn?userId={id}"),
+    ] {
+        let r = app
+            .http
+            .get(app.url(&path))
+            .header("Authtoken", &token)
+            .header("Accept", JSON)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["sessions"].as_array().map(Vec::len), Some(1), "{path}");
+        answers.push(v["sessions"][0]["sessionId"].clone());
+    }
+    assert!(answers.windows(2).all(|w| w[0] == w[1]), "{answers:?}");
+    let r = app
+        .http
+        .get(app.url("/commandcenter/api/WhoAmI"))
+        .header("Authtoken", &token)
+        .header("Accept", JSON)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
 #[tokio::test]
 async fn login_json_and_xml_forms() {
     let app = TestApp::spawn().await;

@@ -27,13 +27,26 @@ use axum::extract::{FromRequestParts, Path, RawQuery, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, delete, get, post};
+use axum::routing::{MethodRouter, any, delete, get, post};
 use secrecy::SecretString;
 use std::time::Duration;
 use wire::{Body, Fields, Format};
 
 /// The base paths of the dialect besides the root.
-const PREFIXES: [&str; 2] = ["/commandcenter/api", "/webconsole/api"];
+pub(crate) const PREFIXES: [&str; 2] = ["/commandcenter/api", "/webconsole/api"];
+
+/// One-segment endpoints as cvpysdk and the vendor's documentation spell them.
+/// Each is routed as well as its lower-case form, and `api::normalize` leaves such
+/// a path as sent: the usual client's requests skip the rewrite of their URI.
+pub(crate) const VENDOR_SPELLINGS: [&str; 7] = [
+    "Login",
+    "Logout",
+    "Session",
+    "Sessions",
+    "RenewLoginToken",
+    "User",
+    "WhoAmI",
+];
 
 /// Routes of the dialect at the root and under each of [`PREFIXES`], written out
 /// in full rather than nested (a nested router rebuilds every request's URI to
@@ -46,26 +59,36 @@ pub fn routes() -> Router<AppState> {
     })
 }
 
-/// The dialect's routes with `base` ("" for the root) before each path.
+/// The dialect's routes with `base` ("" for the root) before each path; a path
+/// with a vendor spelling (see [`VENDOR_SPELLINGS`]) is routed in both spellings.
 fn routes_at(base: &str) -> Router<AppState> {
     let at = |path: &str| match (base, path) {
         ("", _) => path.to_string(),
         (_, "/") => base.to_string(),
         _ => format!("{base}{path}"),
     };
-    Router::new()
-        .route(&at("/"), get(base_path))
-        .route(&at("/login"), post(login))
-        .route(&at("/logout"), post(logout))
-        .route(&at("/session"), get(sessions_of_user))
-        .route(&at("/sessions"), delete(end_sessions))
-        .route(&at("/renewlogintoken"), post(renew))
-        .route(&at("/whoami"), get(who_am_i).post(who_am_i))
-        .route(&at("/user"), get(users))
-        .route(&at("/user/{id}"), get(user))
-        .route(&at("/user/{id}/security"), get(user_security))
-        .route(&at("/v4/user"), get(v4_users))
-        .route(&at("/v4/user/{id}"), get(v4_user))
+    let route = |router: Router<AppState>, path: &str, handler: MethodRouter<AppState>| {
+        let vendor = path
+            .strip_prefix('/')
+            .and_then(|p| VENDOR_SPELLINGS.iter().find(|v| v.eq_ignore_ascii_case(p)));
+        let router = router.route(&at(path), handler.clone());
+        match vendor {
+            Some(v) => router.route(&at(&format!("/{v}")), handler),
+            None => router,
+        }
+    };
+    let router = route(Router::new(), "/", get(base_path));
+    let router = route(router, "/login", post(login));
+    let router = route(router, "/logout", post(logout));
+    let router = route(router, "/session", get(sessions_of_user));
+    let router = route(router, "/sessions", delete(end_sessions));
+    let router = route(router, "/renewlogintoken", post(renew));
+    let router = route(router, "/whoami", get(who_am_i).post(who_am_i));
+    let router = route(router, "/user", get(users));
+    let router = route(router, "/user/{id}", get(user));
+    let router = route(router, "/user/{id}/security", get(user_security));
+    let router = route(router, "/v4/user", get(v4_users));
+    route(router, "/v4/user/{id}", get(v4_user))
 }
 
 async fn no_route(Fmt(fmt): Fmt) -> CvError {

@@ -24,10 +24,13 @@ use crate::api::{HeadersAndBody, Json};
 use crate::domain::{ConsoleType, Dialect};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{RawQuery, State};
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 use cookie::Cookie;
+use std::borrow::Cow;
+use std::convert::Infallible;
 
 pub const SESSION_PATH: &str = "/rest/com/vmware/cis/session";
 
@@ -35,31 +38,64 @@ pub const SESSION_PATH: &str = "/rest/com/vmware/cis/session";
 pub async fn create_or_action(
     State(st): State<AppState>,
     addr: ClientAddr,
-    RawQuery(query): RawQuery,
+    ActionParam(action): ActionParam,
     HeadersAndBody { headers, body }: HeadersAndBody,
 ) -> Result<Response, RestError> {
     body_bytes(body).map_err(VsError::legacy)?;
-    match action(query).map_err(VsError::legacy)? {
+    match action.map_err(VsError::legacy)? {
         None => create(&st, addr, &headers).await.map_err(VsError::legacy),
         Some(Action::Get) => get(&st, &headers).await.map_err(VsError::legacy),
     }
 }
 
-enum Action {
+pub enum Action {
     Get,
 }
 
-/// The `~action` query parameter; other parameters are ignored. Read in place
-/// (`form_urlencoded` decodes lazily), not into a vector of owned pairs.
-fn action(query: Option<String>) -> Result<Option<Action>, VsError> {
-    let query = query.unwrap_or_default();
-    let mut actions = form_urlencoded::parse(query.as_bytes()).filter(|(k, _)| k == "~action");
-    let Some((_, first)) = actions.next() else {
-        return Ok(None);
-    };
-    if actions.next().is_some() {
+/// The first of `values`, an error if there is a second.
+fn only_one<'q>(
+    mut values: impl Iterator<Item = Cow<'q, str>>,
+) -> Result<Option<Cow<'q, str>>, VsError> {
+    let first = values.next();
+    if first.is_some() && values.next().is_some() {
         return Err(VsError::bad_request("~action is given more than once"));
     }
+    Ok(first)
+}
+
+/// The `~action` query parameter read from the request's URI in place (no copy of
+/// the query): the operation, none, or what is wrong with it.
+pub struct ActionParam(Result<Option<Action>, VsError>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ActionParam {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        Ok(ActionParam(action(parts.uri.query())))
+    }
+}
+
+/// The `~action` query parameter; other parameters are ignored. A query with
+/// nothing percent- or plus-encoded (the usual `~action=get`) is read as it is,
+/// since decoding would not change it; any other through `form_urlencoded`.
+fn action(query: Option<&str>) -> Result<Option<Action>, VsError> {
+    let query = query.unwrap_or_default();
+    let encoded = query.bytes().any(|b| b == b'%' || b == b'+');
+    let first = if encoded {
+        only_one(
+            form_urlencoded::parse(query.as_bytes())
+                .filter(|(k, _)| k == "~action")
+                .map(|(_, v)| v),
+        )
+    } else {
+        only_one(query.split('&').filter_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (k == "~action").then_some(Cow::Borrowed(v))
+        }))
+    };
+    let Some(first) = first? else {
+        return Ok(None);
+    };
     match first.as_ref() {
         "get" => Ok(Some(Action::Get)),
         other => Err(VsError::bad_request(format!(
