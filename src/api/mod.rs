@@ -21,6 +21,7 @@ use axum::response::IntoResponse;
 use ipnet::IpNet;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -225,6 +226,41 @@ async fn not_found() -> impl IntoResponse {
     (StatusCode::NOT_FOUND, "not found\n")
 }
 
+/// Why [`single_query_param`] refused a query.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RepeatedParam;
+
+/// The value of a query parameter that may be given at most once, decoded:
+/// `Ok(None)` when absent, `Err` when given again. `is_key` sees the decoded name.
+/// A query with nothing percent- or plus-encoded (what clients send) is read in
+/// place, since decoding would not change it; any other through `form_urlencoded`.
+pub fn single_query_param<'q>(
+    query: &'q str,
+    is_key: impl Fn(&str) -> bool,
+) -> Result<Option<Cow<'q, str>>, RepeatedParam> {
+    fn only_one<'q>(
+        mut values: impl Iterator<Item = Cow<'q, str>>,
+    ) -> Result<Option<Cow<'q, str>>, RepeatedParam> {
+        let first = values.next();
+        match first.is_some() && values.next().is_some() {
+            true => Err(RepeatedParam),
+            false => Ok(first),
+        }
+    }
+    if query.bytes().any(|b| b == b'%' || b == b'+') {
+        only_one(
+            form_urlencoded::parse(query.as_bytes())
+                .filter(|(k, _)| is_key(k))
+                .map(|(_, v)| v),
+        )
+    } else {
+        only_one(query.split('&').filter_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            is_key(k).then_some(Cow::Borrowed(v))
+        }))
+    }
+}
+
 /// The client's address: the peer, or for a trusted proxy the right-most
 /// untrusted address of `X-Forwarded-For`. Written out only when used (a login, a
 /// logout): most requests never need it as text.
@@ -346,6 +382,24 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", xff.parse().unwrap());
         h
+    }
+
+    #[test]
+    fn single_query_params_decode_only_what_is_encoded() {
+        let is = |name: &'static str| move |k: &str| k == name;
+        let one = |q, k| single_query_param(q, is(k));
+        assert_eq!(one("~action=get&x=1", "~action"), Ok(Some("get".into())));
+        assert!(matches!(
+            one("a=1&~action=get", "~action"),
+            Ok(Some(Cow::Borrowed("get")))
+        ));
+        assert_eq!(one("%7Eaction=g%65t", "~action"), Ok(Some("get".into())));
+        assert_eq!(one("userId=a+b%20c", "userId"), Ok(Some("a b c".into())));
+        assert_eq!(one("userId", "userId"), Ok(Some("".into())));
+        assert_eq!(one("", "userId"), Ok(None));
+        assert_eq!(one("x=1&&y", "userId"), Ok(None));
+        assert_eq!(one("userId=1&userId=2", "userId"), Err(RepeatedParam));
+        assert_eq!(one("userId=1&user%49d=2", "userId"), Err(RepeatedParam));
     }
 
     #[test]

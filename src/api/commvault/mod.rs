@@ -17,13 +17,13 @@ pub mod wire;
 
 pub use error::{CvError, CvErrorKind};
 
-use super::{AppState, ClientAddr, TakenHeaders};
+use super::{AppState, ClientAddr, TakenHeaders, single_query_param};
 use crate::domain::{ClientInfo, ConsoleType, Dialect, SessionId, UserId};
 use crate::service::{Actor, Caller, LoginRequest, ServiceError};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequestParts, Path, RawQuery, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -350,28 +350,42 @@ async fn who_am_i(
 
 // ---- Sessions ----
 
-#[derive(serde::Deserialize)]
-struct SessionParams {
-    #[serde(rename = "userId")]
-    user_id: Option<String>,
+/// `userId` of `GET Session`, read from the request's URI in place (no copy of the
+/// query): the id, or the message of a 400.
+pub struct UserIdParam(Result<i64, &'static str>);
+
+impl<S: Send + Sync> FromRequestParts<S> for UserIdParam {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _: &S,
+    ) -> Result<Self, std::convert::Infallible> {
+        Ok(UserIdParam(session_user_id(
+            parts.uri.query().unwrap_or(""),
+        )))
+    }
+}
+
+/// `userId` (its name in any case) from a query string: the one parameter this
+/// dialect takes.
+fn session_user_id(query: &str) -> Result<i64, &'static str> {
+    single_query_param(query, |k| k.eq_ignore_ascii_case("userid"))
+        .map_err(|_| "userId is given more than once")?
+        .ok_or("the userId parameter is required")?
+        .trim()
+        .parse::<i64>()
+        .map_err(|_| "userId must be a whole number")
 }
 
 async fn sessions_of_user(
     State(st): State<AppState>,
     Fmt(fmt): Fmt,
     CvCaller(caller): CvCaller,
-    RawQuery(query): RawQuery,
+    UserIdParam(user_id): UserIdParam,
     TakenHeaders(headers): TakenHeaders,
 ) -> Result<Response, CvError> {
-    let params: SessionParams = serde_urlencoded_lite(query.as_deref().unwrap_or(""))
-        .map_err(|m| CvError::bad_request(fmt, m))?;
-    let user_id = params
-        .user_id
-        .ok_or_else(|| CvError::bad_request(fmt, "the userId parameter is required"))?;
-    let user_id = user_id
-        .trim()
-        .parse::<i64>()
-        .map_err(|_| CvError::bad_request(fmt, "userId must be a whole number"))?;
+    let user_id = user_id.map_err(|m| CvError::bad_request(fmt, m))?;
     let only_active = headers
         .get("only-active-sessions")
         .and_then(|v| v.to_str().ok())
@@ -382,46 +396,6 @@ async fn sessions_of_user(
         .await
         .map_err(svc(fmt))?;
     Ok(render::sessions(fmt, &views))
-}
-
-/// Reads `userId` from a query string (the one parameter this dialect takes).
-fn serde_urlencoded_lite(query: &str) -> Result<SessionParams, String> {
-    let mut user_id = None;
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        if k.eq_ignore_ascii_case("userid") {
-            if user_id.is_some() {
-                return Err("userId is given more than once".into());
-            }
-            let v = percent_decode(v).ok_or("userId is not valid percent-encoding")?;
-            user_id = Some(v);
-        }
-    }
-    Ok(SessionParams { user_id })
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 const LOGOFF_ROOT: &str = "Api_LogoffUsersRequest";
@@ -632,22 +606,21 @@ mod tests {
 
     #[test]
     fn query_parsing() {
+        assert_eq!(session_user_id("userId=5"), Ok(5));
+        assert_eq!(session_user_id("USERID=%35&x=1"), Ok(5));
+        assert_eq!(session_user_id("x=1&userid=+-7+"), Ok(-7));
+        assert_eq!(session_user_id(""), Err("the userId parameter is required"));
         assert_eq!(
-            serde_urlencoded_lite("userId=5")
-                .unwrap()
-                .user_id
-                .as_deref(),
-            Some("5")
+            session_user_id("userId=1&userId=2"),
+            Err("userId is given more than once")
         );
         assert_eq!(
-            serde_urlencoded_lite("USERID=%35&x=1")
-                .unwrap()
-                .user_id
-                .as_deref(),
-            Some("5")
+            session_user_id("userId=%zz"),
+            Err("userId must be a whole number")
         );
-        assert!(serde_urlencoded_lite("").unwrap().user_id.is_none());
-        assert!(serde_urlencoded_lite("userId=1&userId=2").is_err());
-        assert!(serde_urlencoded_lite("userId=%zz").is_err());
+        assert_eq!(
+            session_user_id("userId=5x"),
+            Err("userId must be a whole number")
+        );
     }
 }

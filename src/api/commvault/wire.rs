@@ -24,6 +24,10 @@ impl Format {
         let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
             return Format::Xml;
         };
+        // What cvpysdk and most clients send, decided without a search.
+        if accept.eq_ignore_ascii_case("application/json") {
+            return Format::Json;
+        }
         match (
             find_ignore_case(accept, "json"),
             find_ignore_case(accept, "xml"),

@@ -173,17 +173,10 @@ async fn current_session(
     NativeCaller(caller): NativeCaller,
 ) -> Result<Response> {
     let user = st.service.caller_user(&caller).await?;
-    let session = caller.current_session();
-    let view = crate::service::SessionView {
-        state: session.state_at(st.service.now()),
-        session,
-    };
-    let answer = wire::CurrentSession {
-        session: wire::Session::from_view(&view, caller.session.id),
-        user: user.as_ref().into(),
-    };
+    let session = &caller.session;
+    let state = session.state_at_after_access(st.service.now(), caller.last_accessed_at);
     let mut out = JsonText::new();
-    answer.write_json(&mut out);
+    wire::CurrentSession::write_json(&mut out, session, caller.last_accessed_at, state, &user);
     Ok(out.answer(crate::api::APPLICATION_JSON))
 }
 

@@ -164,90 +164,112 @@ pub struct CurrentSession {
 }
 
 impl CurrentSession {
-    /// As its `Serialize` form, by hand: `GET /v1/session` is the native API's
-    /// validation call (see `api::json_text`).
-    pub fn write_json(&self, out: &mut JsonText) {
+    /// `GET /v1/session`'s answer (the native API's validation call) written by hand
+    /// straight from the caller's session (as last used at `last_accessed_at`, in
+    /// `state`) and user: byte for byte the `Serialize` form of the
+    /// `CurrentSession` that [`Session::from_view`] and `User::from` make of them
+    /// (tested), without copying their strings first (see `api::json_text`).
+    pub fn write_json(
+        out: &mut JsonText,
+        session: &domain::Session,
+        last_accessed_at: domain::Timestamp,
+        state: domain::SessionState,
+        user: &domain::User,
+    ) {
         out.raw(r#"{"session":"#);
-        self.session.write_json(out);
+        write_session(out, session, last_accessed_at, state);
         out.raw(r#","user":"#);
-        self.user.write_json(out);
+        write_user(out, user);
         out.raw("}");
     }
 }
 
-impl Session {
-    fn write_json(&self, out: &mut JsonText) {
-        out.raw(r#"{"id":"#)
-            .guid(self.id)
-            .raw(r#","user":{"id":"#)
-            .int(self.user.id)
-            .raw(r#","name":"#)
-            .str(&self.user.name)
-            .raw(r#"},"host":"#)
-            .str(&self.host)
-            .raw(r#","user_agent":"#)
-            .str(&self.user_agent)
-            .raw(r#","device_id":"#)
-            .str(&self.device_id)
-            .raw(r#","description":"#)
-            .str(&self.description)
-            .raw(r#","console_type":{"code":"#)
-            .int(self.console_type.code)
-            .raw(r#","name":"#)
-            .str(self.console_type.name)
-            .raw(r#"},"dialect":"#)
-            .value(&self.dialect)
-            .raw(r#","browser_session_id":"#)
-            .int(self.browser_session_id)
-            .raw(r#","created_at":"#)
-            .time(self.created_at)
-            .raw(r#","last_accessed_at":"#)
-            .time(self.last_accessed_at)
-            .raw(r#","expires_at":"#)
-            .time(self.expires_at)
-            .raw(r#","idle_timeout_seconds":"#)
-            .int(self.idle_timeout_seconds)
-            .raw(r#","state":"#)
-            .value(&self.state)
-            .raw(r#","ended_at":"#);
-        match self.ended_at {
-            Some(t) => out.time(t),
-            None => out.raw("null"),
-        };
-        out.raw(r#","end_reason":"#)
-            .value(&self.end_reason)
-            .raw(r#","current":"#)
-            .bool(self.current)
-            .raw("}");
-    }
+/// [`Session::from_view`]'s fields for the session making the request.
+fn write_session(
+    out: &mut JsonText,
+    s: &domain::Session,
+    last_accessed_at: domain::Timestamp,
+    state: domain::SessionState,
+) {
+    let end = match state {
+        domain::SessionState::Live => None,
+        domain::SessionState::Ended(e) => Some(e),
+    };
+    out.raw(r#"{"id":"#)
+        .guid(crate::api::Guid(s.id))
+        .raw(r#","user":{"id":"#)
+        .int(s.user_id.0)
+        .raw(r#","name":"#)
+        .str(&s.user_name)
+        .raw(r#"},"host":"#)
+        .str(&s.client.host)
+        .raw(r#","user_agent":"#)
+        .str(&s.client.user_agent)
+        .raw(r#","device_id":"#)
+        .str(&s.client.device_id)
+        .raw(r#","description":"#)
+        .str(&s.client.description)
+        .raw(r#","console_type":{"code":"#)
+        .int(s.console_type.code())
+        .raw(r#","name":"#)
+        .str(s.console_type.describe())
+        .raw(r#"},"dialect":"#)
+        .value(&Dialect::from(s.dialect))
+        .raw(r#","browser_session_id":"#)
+        .int(s.browser_session_id)
+        .raw(r#","created_at":"#)
+        .time(WireTime(s.created_at))
+        .raw(r#","last_accessed_at":"#)
+        .time(WireTime(last_accessed_at))
+        .raw(r#","expires_at":"#)
+        .time(WireTime(s.expires_at))
+        .raw(r#","idle_timeout_seconds":"#)
+        .int(s.idle_timeout.as_secs())
+        .raw(r#","state":"#)
+        .raw(if end.is_some() {
+            r#""ended""#
+        } else {
+            r#""live""#
+        })
+        .raw(r#","ended_at":"#);
+    match end {
+        Some(e) => out.time(WireTime(e.at)),
+        None => out.raw("null"),
+    };
+    out.raw(r#","end_reason":"#);
+    match end {
+        Some(e) => out.value(&EndReason::from(e.reason)),
+        None => out.raw("null"),
+    };
+    // The session making the request is the current one.
+    out.raw(r#","current":true}"#);
 }
 
-impl User {
-    fn write_json(&self, out: &mut JsonText) {
-        out.raw(r#"{"id":"#)
-            .int(self.id)
-            .raw(r#","name":"#)
-            .str(&self.name)
-            .raw(r#","guid":"#)
-            .str(&self.guid)
-            .raw(r#","full_name":"#)
-            .str(&self.full_name)
-            .raw(r#","email":"#)
-            .str(&self.email)
-            .raw(r#","description":"#)
-            .str(&self.description)
-            .raw(r#","enabled":"#)
-            .bool(self.enabled)
-            .raw(r#","roles":"#)
-            .strs(self.roles.iter().map(String::as_str))
-            .raw(r#","permissions":"#)
-            .strs(self.permissions.iter().copied())
-            .raw(r#","created_at":"#)
-            .time(self.created_at)
-            .raw(r#","updated_at":"#)
-            .time(self.updated_at)
-            .raw("}");
-    }
+/// `User::from`'s fields.
+fn write_user(out: &mut JsonText, u: &domain::User) {
+    out.raw(r#"{"id":"#)
+        .int(u.id.0)
+        .raw(r#","name":"#)
+        .str(&u.name)
+        .raw(r#","guid":"#)
+        .str(&u.guid)
+        .raw(r#","full_name":"#)
+        .str(&u.full_name)
+        .raw(r#","email":"#)
+        .str(&u.email)
+        .raw(r#","description":"#)
+        .str(&u.description)
+        .raw(r#","enabled":"#)
+        .bool(u.enabled)
+        .raw(r#","roles":"#)
+        .strs(u.roles.iter().map(String::as_str))
+        .raw(r#","permissions":"#)
+        .strs(u.permissions().iter().map(domain::Permission::key))
+        .raw(r#","created_at":"#)
+        .time(WireTime(u.created_at))
+        .raw(r#","updated_at":"#)
+        .time(WireTime(u.updated_at))
+        .raw("}");
 }
 
 /// A user as named in a session or an audit event.
@@ -781,29 +803,75 @@ mod tests {
 
     #[test]
     fn current_session_by_hand_is_its_serde_form() {
+        let t = Timestamp::from_unix_millis;
         for (odd, ended) in [("", false), ("\"\\\n\u{1f}é", true)] {
-            let answer = CurrentSession {
-                session: session(odd, ended),
-                user: User {
-                    id: 42,
-                    name: format!("ann{odd}"),
-                    guid: "B0CD93B5-D6F1-4678-A7E9-DD7E97CAB47A".into(),
-                    full_name: odd.into(),
-                    email: "a@b".into(),
-                    description: String::new(),
-                    enabled: ended,
-                    roles: if ended {
-                        vec![]
-                    } else {
-                        vec!["master".into(), odd.into()]
-                    },
-                    permissions: vec!["view"],
-                    created_at: WireTime(Timestamp::from_unix_millis(0)),
-                    updated_at: WireTime(Timestamp::from_unix_millis(-1)),
+            let session = domain::Session {
+                id: domain::SessionId(uuid::Uuid::from_u128(7 << 64 | 9)),
+                token_hash: domain::TokenHash([3; 32]),
+                user_id: domain::UserId(42),
+                user_name: format!("ann{odd}"),
+                client: domain::ClientInfo {
+                    host: format!("10.0.0.1{odd}"),
+                    user_agent: format!("curl/8{odd}"),
+                    device_id: String::new(),
+                    description: odd.to_string(),
                 },
+                console_type: if ended {
+                    domain::ConsoleType::WebConsole
+                } else {
+                    domain::ConsoleType::NativeApi
+                },
+                dialect: if ended {
+                    domain::Dialect::WebConsole
+                } else {
+                    domain::Dialect::Native
+                },
+                browser_session_id: -3,
+                created_at: t(1_764_000_000_123),
+                last_accessed_at: t(1_764_000_000_500),
+                idle_timeout: std::time::Duration::from_secs(u64::from(u32::MAX)),
+                expires_at: t(i64::MAX),
+                end: None,
+            };
+            let last_access = t(1_764_000_000_999);
+            let state = if ended {
+                domain::SessionState::Ended(domain::SessionEnd {
+                    at: t(1_764_000_100_000),
+                    reason: domain::EndReason::Revoked,
+                })
+            } else {
+                domain::SessionState::Live
+            };
+            let user = domain::User {
+                id: domain::UserId(42),
+                name: format!("ann{odd}"),
+                guid: "B0CD93B5-D6F1-4678-A7E9-DD7E97CAB47A".into(),
+                full_name: odd.into(),
+                email: "a@b".into(),
+                description: String::new(),
+                enabled: ended,
+                roles: if ended {
+                    vec![]
+                } else {
+                    vec!["master".into(), odd.into()]
+                },
+                password_hash: domain::PasswordHash("not used".into()),
+                created_at: t(0),
+                updated_at: t(-1),
+            };
+            let view = SessionView {
+                session: domain::Session {
+                    last_accessed_at: last_access,
+                    ..session.clone()
+                },
+                state,
+            };
+            let answer = CurrentSession {
+                session: Session::from_view(&view, session.id),
+                user: (&user).into(),
             };
             let mut out = JsonText::new();
-            answer.write_json(&mut out);
+            CurrentSession::write_json(&mut out, &session, last_access, state, &user);
             assert_eq!(out.as_str(), serde_json::to_string(&answer).unwrap());
         }
     }

@@ -19,7 +19,7 @@ use super::{
     session_info,
 };
 use crate::api::json_text::JsonText;
-use crate::api::{AppState, ClientAddr};
+use crate::api::{AppState, ClientAddr, single_query_param};
 use crate::api::{HeadersAndBody, Json};
 use crate::domain::{ConsoleType, Dialect};
 use axum::body::Bytes;
@@ -52,17 +52,6 @@ pub enum Action {
     Get,
 }
 
-/// The first of `values`, an error if there is a second.
-fn only_one<'q>(
-    mut values: impl Iterator<Item = Cow<'q, str>>,
-) -> Result<Option<Cow<'q, str>>, VsError> {
-    let first = values.next();
-    if first.is_some() && values.next().is_some() {
-        return Err(VsError::bad_request("~action is given more than once"));
-    }
-    Ok(first)
-}
-
 /// The `~action` query parameter read from the request's URI in place (no copy of
 /// the query): the operation, none, or what is wrong with it.
 pub struct ActionParam(Result<Option<Action>, VsError>);
@@ -75,25 +64,11 @@ impl<S: Send + Sync> FromRequestParts<S> for ActionParam {
     }
 }
 
-/// The `~action` query parameter; other parameters are ignored. A query with
-/// nothing percent- or plus-encoded (the usual `~action=get`) is read as it is,
-/// since decoding would not change it; any other through `form_urlencoded`.
+/// The `~action` query parameter; other parameters are ignored.
 fn action(query: Option<&str>) -> Result<Option<Action>, VsError> {
-    let query = query.unwrap_or_default();
-    let encoded = query.bytes().any(|b| b == b'%' || b == b'+');
-    let first = if encoded {
-        only_one(
-            form_urlencoded::parse(query.as_bytes())
-                .filter(|(k, _)| k == "~action")
-                .map(|(_, v)| v),
-        )
-    } else {
-        only_one(query.split('&').filter_map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (k == "~action").then_some(Cow::Borrowed(v))
-        }))
-    };
-    let Some(first) = first? else {
+    let first = single_query_param(query.unwrap_or_default(), |k| k == "~action")
+        .map_err(|_| VsError::bad_request("~action is given more than once"))?;
+    let Some(first) = first else {
         return Ok(None);
     };
     match first.as_ref() {
@@ -175,10 +150,11 @@ pub async fn no_operation(method: Method, uri: Uri) -> RestError {
 }
 
 /// The session id: the header, else the cookie.
-fn session_id(headers: &HeaderMap) -> Result<Option<String>, VsError> {
+/// The session id from the header (borrowed: the usual case) or the cookie.
+fn session_id(headers: &HeaderMap) -> Result<Option<Cow<'_, str>>, VsError> {
     Ok(session_id_header(headers)?
-        .map(str::to_string)
-        .or_else(|| session_cookie(headers)))
+        .map(Cow::Borrowed)
+        .or_else(|| session_cookie(headers).map(Cow::Owned)))
 }
 
 fn session_cookie(headers: &HeaderMap) -> Option<String> {
