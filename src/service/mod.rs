@@ -132,14 +132,6 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// A copy of the session with its current last access.
-    pub fn current_session(&self) -> Session {
-        Session {
-            last_accessed_at: self.last_accessed_at,
-            ..(*self.session).clone()
-        }
-    }
-
     pub fn user_id(&self) -> UserId {
         self.session.user_id
     }

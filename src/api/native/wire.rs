@@ -764,43 +764,6 @@ mod tests {
         assert!(page_limit(Some(1001)).is_err());
     }
 
-    fn session(odd: &str, ended: bool) -> Session {
-        let t = |ms| WireTime(Timestamp::from_unix_millis(ms));
-        Session {
-            id: crate::api::Guid(domain::SessionId(uuid::Uuid::from_u128(7 << 64 | 9))),
-            user: UserRef {
-                id: 42,
-                name: format!("ann{odd}"),
-            },
-            host: format!("10.0.0.1{odd}"),
-            user_agent: format!("curl/8{odd}"),
-            device_id: String::new(),
-            description: odd.to_string(),
-            console_type: ConsoleType {
-                code: 201,
-                name: "native API",
-            },
-            dialect: if ended {
-                Dialect::WebConsole
-            } else {
-                Dialect::Native
-            },
-            browser_session_id: -3,
-            created_at: t(1_764_000_000_123),
-            last_accessed_at: t(1_764_000_000_999),
-            expires_at: t(i64::MAX),
-            idle_timeout_seconds: u64::MAX,
-            state: if ended {
-                SessionState::Ended
-            } else {
-                SessionState::Live
-            },
-            ended_at: ended.then(|| t(1_764_000_100_000)),
-            end_reason: ended.then_some(EndReason::Revoked),
-            current: !ended,
-        }
-    }
-
     #[test]
     fn current_session_by_hand_is_its_serde_form() {
         let t = Timestamp::from_unix_millis;
