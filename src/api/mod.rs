@@ -14,7 +14,7 @@ pub mod websession;
 use crate::domain::Dialect;
 use crate::service::{Origin, Service};
 use axum::Router;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRef, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
@@ -206,7 +206,6 @@ pub fn app(state: AppState) -> NormalizedApp {
 }
 
 pub fn router(state: AppState) -> Router {
-    let limit = state.http.max_body_bytes;
     let routes = Router::new()
         .merge(commvault::routes())
         .merge(vsphere::routes())
@@ -219,7 +218,7 @@ pub fn router(state: AppState) -> Router {
     } else {
         tracing::Level::DEBUG
     };
-    ops::instrument(routes, level, DefaultBodyLimit::max(limit)).with_state(state)
+    ops::instrument(routes, level).with_state(state)
 }
 
 async fn not_found() -> impl IntoResponse {
@@ -350,15 +349,50 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for TakenHeaders {
     }
 }
 
+/// `req` with its body limited to `http.max_body_bytes`: axum's body extractors
+/// then answer a larger body with their 413 rejection. Applied by the extractors
+/// that read a body ([`HeadersAndBody`], [`LimitedBytes`], the native JSON and the
+/// console's forms) rather than by a `DefaultBodyLimit` layer, which inserts an
+/// extension into every request, the many without a body too (in the profile, ~500
+/// instructions of a session get: the insert and the growth of the extension map).
+pub fn limited(req: axum::extract::Request, state: &AppState) -> axum::extract::Request {
+    let limit = state.http.max_body_bytes;
+    req.map(|b| axum::body::Body::new(http_body_util::Limited::new(b, limit)))
+}
+
+/// The request body within the size limit, as axum's `Bytes` reads it (its
+/// rejection is a 413 beyond the limit). Must be the last extractor.
+#[derive(Debug)]
+pub struct LimitedBytes(pub Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>);
+
+impl<S> axum::extract::FromRequest<S> for LimitedBytes
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Infallible;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Infallible> {
+        let req = limited(req, &AppState::from_ref(state));
+        Ok(LimitedBytes(
+            axum::body::Bytes::from_request(req, state).await,
+        ))
+    }
+}
+
 /// The request's headers (taken, as [`TakenHeaders`]) and its body within the size
-/// limit, as axum's `Bytes` reads it. Must be the last extractor.
+/// limit, as [`LimitedBytes`] reads it. Must be the last extractor.
 #[derive(Debug)]
 pub struct HeadersAndBody {
     pub headers: HeaderMap,
     pub body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 }
 
-impl<S: Send + Sync> axum::extract::FromRequest<S> for HeadersAndBody {
+impl<S> axum::extract::FromRequest<S> for HeadersAndBody
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = Infallible;
 
     async fn from_request(mut req: axum::extract::Request, state: &S) -> Result<Self, Infallible> {
@@ -368,6 +402,7 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for HeadersAndBody {
         let body = if axum::body::HttpBody::is_end_stream(req.body()) {
             Ok(axum::body::Bytes::new())
         } else {
+            let req = limited(req, &AppState::from_ref(state));
             axum::body::Bytes::from_request(req, state).await
         };
         Ok(HeadersAndBody { headers, body })

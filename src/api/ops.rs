@@ -75,27 +75,11 @@ async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
 
 /// Wraps every route (and the fallback) of `router` in [`Instrument`] (request id,
 /// latency histogram and the `finished processing request` line at
-/// `response_level`) and then in `inner`. Call it after the last route is added.
-///
-/// One `Router::layer` call for both: each one boxes every route once more, which
-/// is an allocation and a dynamic call per request.
-pub fn instrument<L>(router: Router<AppState>, response_level: Level, inner: L) -> Router<AppState>
-where
-    L: tower::Layer<axum::routing::Route> + Clone + Send + Sync + 'static,
-    L::Service: tower::Service<Request, Response = Response, Error = std::convert::Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    <L::Service as tower::Service<Request>>::Future: Send + 'static,
-{
-    router.layer(
-        tower::ServiceBuilder::new()
-            .layer(InstrumentLayer {
-                log_at_info: response_level == Level::INFO,
-            })
-            .layer(inner),
-    )
+/// `response_level`). Call it after the last route is added.
+pub fn instrument(router: Router<AppState>, response_level: Level) -> Router<AppState> {
+    router.layer(InstrumentLayer {
+        log_at_info: response_level == Level::INFO,
+    })
 }
 
 /// The layer of [`Instrument`].

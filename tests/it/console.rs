@@ -183,6 +183,21 @@ async fn the_sign_in_form_needs_its_own_token() {
     assert_eq!(live, 0);
 }
 
+/// A form beyond `http.max_body_bytes` is refused before anything in it is read.
+#[tokio::test]
+async fn an_oversized_form_is_refused() {
+    let app = TestApp::spawn().await;
+    let big = "x".repeat(100 * 1024);
+    let resp = client()
+        .post(app.url("/ui/login"))
+        .form(&[("username", "admin"), ("password", big.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert!(resp.text().await.unwrap().contains("the form is too large"));
+}
+
 #[tokio::test]
 async fn a_wrong_password_shows_an_error_and_the_lockout_applies() {
     let app = TestApp::spawn().await;

@@ -17,7 +17,7 @@ pub mod wire;
 
 pub use error::{CvError, CvErrorKind};
 
-use super::{AppState, ClientAddr, TakenHeaders, single_query_param};
+use super::{AppState, ClientAddr, LimitedBytes, TakenHeaders, single_query_param};
 use crate::domain::{ClientInfo, ConsoleType, Dialect, SessionId, UserId};
 use crate::service::{Actor, Caller, LoginRequest, ServiceError};
 use axum::Router;
@@ -181,7 +181,7 @@ async fn login(
     Fmt(fmt): Fmt,
     addr: ClientAddr,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    LimitedBytes(body): LimitedBytes,
 ) -> Response {
     let req = match login_request(fmt, &headers, addr, body) {
         Ok(r) => r,
@@ -309,7 +309,7 @@ async fn renew(
     Fmt(fmt): Fmt,
     addr: ClientAddr,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    LimitedBytes(body): LimitedBytes,
 ) -> Result<Response, CvError> {
     let bytes = body_bytes(fmt, body)?;
     let bad = |m: String| CvError::bad_request(fmt, m);
@@ -406,7 +406,7 @@ async fn end_sessions(
     addr: ClientAddr,
     CvCaller(caller): CvCaller,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    LimitedBytes(body): LimitedBytes,
 ) -> Result<Response, CvError> {
     let bytes = body_bytes(fmt, body)?;
     let ids = logoff_ids(fmt, &headers, &bytes)?;

@@ -4,6 +4,7 @@
 use super::error::NativeError;
 use crate::api::{AppState, websession};
 use crate::service::{Caller, ServiceError};
+use axum::extract::FromRef;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::header::AUTHORIZATION;
@@ -81,11 +82,13 @@ pub struct NJson<T>(pub T);
 impl<T, S> FromRequest<S> for NJson<T>
 where
     T: DeserializeOwned,
+    AppState: FromRef<S>,
     S: Send + Sync,
 {
     type Rejection = NativeError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let req = crate::api::limited(req, &AppState::from_ref(state));
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(NJson(v)),
             Err(r) => Err(json_rejection(&r)),

@@ -165,6 +165,7 @@ impl Fields {
 
 /// Reads an `application/x-www-form-urlencoded` body into [`Fields`].
 async fn read_fields(req: Request, state: &AppState) -> Result<Fields, UiError> {
+    let req = crate::api::limited(req, state);
     match axum::Form::<Vec<(String, String)>>::from_request(req, state).await {
         Ok(axum::Form(v)) => Ok(Fields(v)),
         Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {

@@ -12,11 +12,9 @@ use super::error::{RestError, VsError};
 use super::{authenticate, basic_credentials, body_bytes, login, session_id_header, session_info};
 use crate::api::json_text::JsonText;
 use crate::api::{AppState, ClientAddr};
-use crate::api::{HeadersAndBody, Json};
+use crate::api::{HeadersAndBody, Json, LimitedBytes};
 use crate::domain::{ConsoleType, Dialect};
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
@@ -25,7 +23,7 @@ pub async fn create(
     State(st): State<AppState>,
     addr: ClientAddr,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    LimitedBytes(body): LimitedBytes,
 ) -> Result<Response, RestError> {
     async {
         body_bytes(body)?;
@@ -59,7 +57,7 @@ pub async fn delete(
     State(st): State<AppState>,
     addr: ClientAddr,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    LimitedBytes(body): LimitedBytes,
 ) -> Result<Response, RestError> {
     async {
         body_bytes(body)?;

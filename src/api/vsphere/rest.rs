@@ -20,10 +20,8 @@ use super::{
 };
 use crate::api::json_text::JsonText;
 use crate::api::{AppState, ClientAddr, single_query_param};
-use crate::api::{HeadersAndBody, Json};
+use crate::api::{HeadersAndBody, Json, LimitedBytes};
 use crate::domain::{ConsoleType, Dialect};
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
@@ -117,7 +115,7 @@ pub async fn delete(
     State(st): State<AppState>,
     addr: ClientAddr,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    LimitedBytes(body): LimitedBytes,
 ) -> Result<Response, RestError> {
     async {
         body_bytes(body)?;
