@@ -68,6 +68,10 @@ fn plan(path: &str) -> Option<Plan<'_>> {
     if !trailing_slash && !upper {
         return None;
     }
+    // cvpysdk's own spelling (`/commandcenter/api/Session`): routed as it is.
+    if !trailing_slash && vendor_spelled(path) {
+        return None;
+    }
     let trimmed = if trailing_slash {
         path.trim_end_matches('/')
     } else {
