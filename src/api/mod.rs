@@ -237,26 +237,41 @@ pub fn single_query_param<'q>(
     query: &'q str,
     is_key: impl Fn(&str) -> bool,
 ) -> Result<Option<Cow<'q, str>>, RepeatedParam> {
-    fn only_one<'q>(
-        mut values: impl Iterator<Item = Cow<'q, str>>,
-    ) -> Result<Option<Cow<'q, str>>, RepeatedParam> {
-        let first = values.next();
-        match first.is_some() && values.next().is_some() {
-            true => Err(RepeatedParam),
-            false => Ok(first),
-        }
-    }
     if query.bytes().any(|b| b == b'%' || b == b'+') {
-        only_one(
-            form_urlencoded::parse(query.as_bytes())
-                .filter(|(k, _)| is_key(k))
-                .map(|(_, v)| v),
-        )
+        let mut values = form_urlencoded::parse(query.as_bytes())
+            .filter(|(k, _)| is_key(k))
+            .map(|(_, v)| v);
+        let first = values.next();
+        if first.is_some() && values.next().is_some() {
+            return Err(RepeatedParam);
+        }
+        Ok(first)
     } else {
-        only_one(query.split('&').filter_map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            is_key(k).then_some(Cow::Borrowed(v))
-        }))
+        // Pairs found by position: `&` and `=` are ASCII, so every cut is at a
+        // character boundary (a plain loop: `str::split` and `split_once` cost more
+        // than the rest of this for the usual one-pair query).
+        let bytes = query.as_bytes();
+        let mut found = None;
+        let mut start = 0;
+        while start <= bytes.len() {
+            let end = bytes[start..]
+                .iter()
+                .position(|&b| b == b'&')
+                .map_or(bytes.len(), |i| start + i);
+            let pair = &query[start..end];
+            let (k, v) = match pair.bytes().position(|b| b == b'=') {
+                Some(i) => (&pair[..i], &pair[i + 1..]),
+                None => (pair, ""),
+            };
+            if is_key(k) {
+                if found.is_some() {
+                    return Err(RepeatedParam);
+                }
+                found = Some(Cow::Borrowed(v));
+            }
+            start = end + 1;
+        }
+        Ok(found)
     }
 }
 

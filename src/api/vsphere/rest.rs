@@ -41,7 +41,10 @@ pub async fn create_or_action(
 ) -> Result<Response, RestError> {
     body_bytes(body).map_err(VsError::legacy)?;
     match action.map_err(VsError::legacy)? {
-        None => create(&st, addr, &headers).await.map_err(VsError::legacy),
+        // Boxed: the login branch's future is large, and every get would carry it.
+        None => Box::pin(create(&st, addr, &headers))
+            .await
+            .map_err(VsError::legacy),
         Some(Action::Get) => get(&st, &headers).await.map_err(VsError::legacy),
     }
 }
