@@ -10,7 +10,6 @@ use crate::service::{Passwords, Service, ServiceConfig};
 use crate::store::Store;
 use crate::telemetry;
 use anyhow::Context;
-use axum::extract::ConnectInfo;
 use axum_server::tls_rustls::RustlsConfig;
 use std::convert::Infallible;
 use std::future::Future;
@@ -120,7 +119,8 @@ async fn serve(
 }
 
 /// The application as one connection sees it: hyper's request body becomes axum's
-/// and the peer address is the `ConnectInfo` that `api::ClientAddr` reads; then
+/// and the request's future runs with the peer address that `api::ClientAddr`
+/// reads (`api::with_peer`); then
 /// normalization and the router, with no outer router around them.
 #[derive(Clone)]
 struct Connection {
@@ -135,16 +135,18 @@ where
 {
     type Response = axum::response::Response;
     type Error = Infallible;
-    type Future = <api::NormalizedApp as tower::Service<axum::extract::Request>>::Future;
+    type Future = tokio::task::futures::TaskLocalFuture<
+        SocketAddr,
+        <api::NormalizedApp as tower::Service<axum::extract::Request>>::Future,
+    >;
 
     fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), Infallible>> {
         tower::Service::<axum::extract::Request>::poll_ready(&mut self.app, cx)
     }
 
     fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
-        let mut req = req.map(axum::body::Body::new);
-        req.extensions_mut().insert(ConnectInfo(self.peer));
-        self.app.call(req)
+        let req = req.map(axum::body::Body::new);
+        api::with_peer(self.peer, self.app.call(req))
     }
 }
 

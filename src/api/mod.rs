@@ -275,6 +275,21 @@ pub fn single_query_param<'q>(
     }
 }
 
+tokio::task_local! {
+    static PEER: SocketAddr;
+}
+
+/// Runs `fut`, one request's future, with `peer` as the address [`ClientAddr`]
+/// reads. A task-local rather than a `ConnectInfo` extension: a fourth extension
+/// (beside axum's original URI, matched path and URL parameters) grows every
+/// request's extension map, which costs more than this scope.
+pub fn with_peer<F: std::future::Future>(
+    peer: SocketAddr,
+    fut: F,
+) -> tokio::task::futures::TaskLocalFuture<SocketAddr, F> {
+    PEER.scope(peer, fut)
+}
+
 /// The client's address: the peer, or for a trusted proxy the right-most
 /// untrusted address of `X-Forwarded-For`. Written out only when used (a login, a
 /// logout): most requests never need it as text.
@@ -297,10 +312,14 @@ where
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
+        // The server's scope; a `ConnectInfo` extension where the app is served some
+        // other way (axum's `into_make_service_with_connect_info`).
+        let peer = PEER.try_with(|p| p.ip()).ok().or_else(|| {
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip())
+        });
         let state = AppState::from_ref(state);
         let trusted = &state.http.trusted_proxies;
         Ok(ClientAddr(match peer {
