@@ -14,7 +14,7 @@ pub mod websession;
 use crate::domain::Dialect;
 use crate::service::{Origin, Service};
 use axum::Router;
-use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
@@ -312,14 +312,8 @@ where
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        // The server's scope; a `ConnectInfo` extension where the app is served some
-        // other way (axum's `into_make_service_with_connect_info`).
-        let peer = PEER.try_with(|p| p.ip()).ok().or_else(|| {
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip())
-        });
+        // Set by the server (`with_peer`); absent when the app is called in process.
+        let peer = PEER.try_with(|p| p.ip()).ok();
         let state = AppState::from_ref(state);
         let trusted = &state.http.trusted_proxies;
         Ok(ClientAddr(match peer {
@@ -436,8 +430,8 @@ where
         let body = if axum::body::HttpBody::is_end_stream(req.body()) {
             Ok(axum::body::Bytes::new())
         } else {
-            let req = limited(req, &AppState::from_ref(state));
-            axum::body::Bytes::from_request(req, state).await
+            let Ok(LimitedBytes(body)) = LimitedBytes::from_request(req, state).await;
+            body
         };
         Ok(HeadersAndBody { headers, body })
     }

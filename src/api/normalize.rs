@@ -68,26 +68,24 @@ fn plan(path: &str) -> Option<Plan<'_>> {
     if !trailing_slash && !upper {
         return None;
     }
-    // cvpysdk's own spelling (`/commandcenter/api/Session`): routed as it is.
-    if !trailing_slash && vendor_spelled(path) {
-        return None;
-    }
     let trimmed = if trailing_slash {
         path.trim_end_matches('/')
     } else {
         path
     };
     let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
-    let first = trimmed
-        .trim_start_matches('/')
-        .split('/')
-        .next()
-        .unwrap_or("");
-    let lower = upper
-        && COMMVAULT_FIRST_SEGMENTS
+    // cvpysdk's own spelling (`/commandcenter/api/Session`) is routed as it is;
+    // checked before the path is split.
+    let lower = upper && !vendor_spelled(trimmed) && {
+        let first = trimmed
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or("");
+        COMMVAULT_FIRST_SEGMENTS
             .iter()
             .any(|s| s.eq_ignore_ascii_case(first))
-        && !vendor_spelled(trimmed);
+    };
     (lower || trimmed.len() != path.len()).then_some(Plan {
         keep: trimmed,
         lower,

@@ -37,8 +37,14 @@ impl TestApp {
     }
 
     async fn cv_get(&self, path: &str, token: &str, accept: &str) -> Response {
+        self.cv_get_at(&format!("{BASE}{path}"), token, accept)
+            .await
+    }
+
+    /// `cv_get` of a path from the root (any base path or spelling).
+    async fn cv_get_at(&self, path: &str, token: &str, accept: &str) -> Response {
         self.http
-            .get(self.cv(path))
+            .get(self.url(path))
             .header("Authtoken", token)
             .header("Accept", accept)
             .send()
@@ -141,14 +147,7 @@ async fn every_spelling_of_an_endpoint_answers_the_same() {
         format!("/Session?userId={id}"),
         format!("/sEsSiOn?userId={id}"),
     ] {
-        let r = app
-            .http
-            .get(app.url(&path))
-            .header("Authtoken", &token)
-            .header("Accept", JSON)
-            .send()
-            .await
-            .unwrap();
+        let r = app.cv_get_at(&path, &token, JSON).await;
         assert_eq!(r.status(), 200, "{path}");
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["sessions"].as_array().map(Vec::len), Some(1), "{path}");
@@ -156,13 +155,8 @@ async fn every_spelling_of_an_endpoint_answers_the_same() {
     }
     assert!(answers.windows(2).all(|w| w[0] == w[1]), "{answers:?}");
     let r = app
-        .http
-        .get(app.url("/commandcenter/api/WhoAmI"))
-        .header("Authtoken", &token)
-        .header("Accept", JSON)
-        .send()
-        .await
-        .unwrap();
+        .cv_get_at("/commandcenter/api/WhoAmI", &token, JSON)
+        .await;
     assert_eq!(r.status(), 200);
 }
 
@@ -453,27 +447,22 @@ async fn sessions_of_self_in_json_and_xml() {
 
     // Case-insensitive path segments.
     let r = app
-        .http
-        .get(app.url(&format!(
-            "/COMMANDCENTER/API/session?userId={}",
-            app.admin.id
-        )))
-        .header("Authtoken", &token)
-        .header("Accept", JSON)
-        .send()
-        .await
-        .unwrap();
+        .cv_get_at(
+            &format!("/COMMANDCENTER/API/session?userId={}", app.admin.id),
+            &token,
+            JSON,
+        )
+        .await;
     assert_eq!(r.status(), 200);
     // At the root and under /webconsole/api too.
     for prefix in ["", "/webconsole/api"] {
         let r = app
-            .http
-            .get(app.url(&format!("{prefix}/Session?userId={}", app.admin.id)))
-            .header("Authtoken", &token)
-            .header("Accept", JSON)
-            .send()
-            .await
-            .unwrap();
+            .cv_get_at(
+                &format!("{prefix}/Session?userId={}", app.admin.id),
+                &token,
+                JSON,
+            )
+            .await;
         assert_eq!(r.status(), 200, "{prefix}");
     }
 }

@@ -184,6 +184,14 @@ impl CurrentSession {
     }
 }
 
+/// A session's state on the wire, and its end if it has ended.
+fn state_and_end(state: domain::SessionState) -> (SessionState, Option<domain::SessionEnd>) {
+    match state {
+        domain::SessionState::Live => (SessionState::Live, None),
+        domain::SessionState::Ended(e) => (SessionState::Ended, Some(e)),
+    }
+}
+
 /// [`Session::from_view`]'s fields for the session making the request.
 fn write_session(
     out: &mut JsonText,
@@ -191,10 +199,7 @@ fn write_session(
     last_accessed_at: domain::Timestamp,
     state: domain::SessionState,
 ) {
-    let end = match state {
-        domain::SessionState::Live => None,
-        domain::SessionState::Ended(e) => Some(e),
-    };
+    let (wire_state, end) = state_and_end(state);
     out.raw(r#"{"id":"#)
         .guid(crate::api::Guid(s.id))
         .raw(r#","user":{"id":"#)
@@ -226,11 +231,7 @@ fn write_session(
         .raw(r#","idle_timeout_seconds":"#)
         .int(s.idle_timeout.as_secs())
         .raw(r#","state":"#)
-        .raw(if end.is_some() {
-            r#""ended""#
-        } else {
-            r#""live""#
-        })
+        .value(&wire_state)
         .raw(r#","ended_at":"#);
     match end {
         Some(e) => out.time(WireTime(e.at)),
@@ -567,10 +568,7 @@ impl Session {
     /// `current`: the id of the session making the request.
     pub fn from_view(v: &SessionView, current: domain::SessionId) -> Self {
         let s = &v.session;
-        let end = match v.state {
-            domain::SessionState::Live => None,
-            domain::SessionState::Ended(e) => Some(e),
-        };
+        let (state, end) = state_and_end(v.state);
         Session {
             id: crate::api::Guid(s.id),
             user: user_ref(s.user_id, &s.user_name),
@@ -588,11 +586,7 @@ impl Session {
             last_accessed_at: WireTime(s.last_accessed_at),
             expires_at: WireTime(s.expires_at),
             idle_timeout_seconds: s.idle_timeout.as_secs(),
-            state: if end.is_some() {
-                SessionState::Ended
-            } else {
-                SessionState::Live
-            },
+            state,
             ended_at: end.map(|e| WireTime(e.at)),
             end_reason: end.map(|e| e.reason.into()),
             current: s.id == current,

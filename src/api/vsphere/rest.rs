@@ -150,8 +150,7 @@ pub async fn no_operation(method: Method, uri: Uri) -> RestError {
     VsError::NoOperation(format!("{method} {path}")).legacy()
 }
 
-/// The session id: the header, else the cookie.
-/// The session id from the header (borrowed: the usual case) or the cookie.
+/// The session id: the header (borrowed: the usual case), else the cookie.
 fn session_id(headers: &HeaderMap) -> Result<Option<Cow<'_, str>>, VsError> {
     Ok(session_id_header(headers)?
         .map(Cow::Borrowed)
