@@ -9,8 +9,14 @@ use std::time::Duration;
 pub struct SessionId(pub uuid::Uuid);
 
 impl SessionId {
+    /// A new id: a UUID version 7 (creation time in milliseconds, then 74 random
+    /// bits). Ids made one after another sort together, so a new session's id
+    /// lands at the end of the stores' id indexes rather than on a random page of
+    /// them (on a cold 1M-session SQLite file, a random page was a disk read per
+    /// login). The time it shows is the session's creation time, which every
+    /// dialect shows beside it anyway.
     pub fn generate() -> Self {
-        SessionId(uuid::Uuid::new_v4())
+        SessionId(uuid::Uuid::now_v7())
     }
 
     /// Accepts the hyphenated form in either case, with or without braces.
