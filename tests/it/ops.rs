@@ -135,6 +135,14 @@ async fn metrics_label_routes_by_template_and_count_store_errors() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+    // A dialect's catch-all is a route of its own, not the router's fallback.
+    let r = app
+        .http
+        .get(app.url("/v1/no-such-route"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
 
     let before = sample(&scrape(&app.http, &base).await, STORE_ERRORS, &[]).unwrap();
     app.store.set_failing(true);
@@ -167,6 +175,7 @@ async fn metrics_label_routes_by_template_and_count_store_errors() {
         "{text}"
     );
     assert!(request_count(&text, "unmatched", "GET", "404").unwrap() >= 1.0);
+    assert!(request_count(&text, "/v1/{*rest}", "GET", "404").unwrap() >= 1.0);
     assert!(request_count(&text, "/readyz", "GET", "503").unwrap() >= 1.0);
     // Raw paths, ids and tokens never become label values.
     assert!(!text.contains("secret-looking-segment"));
