@@ -224,10 +224,8 @@ impl SqliteStore {
                 event,
                 reply,
             })
-            .map_err(|_| StoreError::backend(anyhow::anyhow!("the session writer has stopped")))?;
-        answer
-            .await
-            .map_err(|_| StoreError::backend(anyhow::anyhow!("the session writer has stopped")))?
+            .map_err(|_| writer_stopped())?;
+        answer.await.map_err(|_| writer_stopped())?
     }
 
     /// Where the generation file of the database `url` names lives (`None` in memory).
@@ -237,6 +235,11 @@ impl SqliteStore {
         }
         Ok(Some(Generation::path_for(&writer_opts_filename(url)?)))
     }
+}
+
+/// What a login gets if the [`SessionWriter`] task is gone (the runtime is stopping).
+fn writer_stopped() -> StoreError {
+    StoreError::backend(anyhow::anyhow!("the session writer has stopped"))
 }
 
 /// The token-hash index, read in its order (see [`SessionWriter::warm_up`]).
