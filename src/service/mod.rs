@@ -196,6 +196,10 @@ struct Inner {
     /// Moved by every write of pending touches: cached listings read before it are
     /// stale (they lack the flushed touches the overlay no longer provides).
     touch_epoch: std::sync::atomic::AtomicU64,
+    /// Held while pending touches are taken and written: a flush that finds the
+    /// buffer empty because another flush took it returns only once that one's
+    /// write is in the store (so "flushed" means written, for the caller too).
+    flushing: tokio::sync::Mutex<()>,
 }
 
 impl Service {
@@ -216,6 +220,7 @@ impl Service {
                 passwords,
                 touches: TouchBuffer::default(),
                 touch_epoch: std::sync::atomic::AtomicU64::new(0),
+                flushing: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -321,6 +326,7 @@ impl Service {
 
     /// Writes pending last-access updates. Runs every flush interval and at shutdown.
     pub async fn flush_touches(&self) -> ServiceResult<()> {
+        let _flushing = self.inner.flushing.lock().await;
         let batch = self.inner.touches.take();
         if batch.is_empty() {
             return Ok(());
@@ -338,6 +344,7 @@ impl Service {
     /// Writes the pending touch of one session, so that the store decides its end
     /// with its true last access.
     async fn settle_touch(&self, id: crate::domain::SessionId) -> ServiceResult<()> {
+        let _flushing = self.inner.flushing.lock().await;
         if let Some(t) = self.inner.touches.take_one(id) {
             let written = self.store().touch_sessions(&[(id, t)]).await;
             self.next_touch_epoch();
