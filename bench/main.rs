@@ -385,28 +385,24 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
     // session gets insert into index pages of the 1M-session file that neither
     // SQLite's cache nor, on these VMs, the OS's page cache still holds (they read
     // from disk: ~0.55 of Argon2 alone in a cold first run, ~0.8–0.9 after it).
-    let warm_up = wrk_run(
-        &wrk,
-        &dir,
-        &format!("http://{sv}/commandcenter/api/Login"),
-        &login_lua,
-        cores * 4,
-        THREADS,
-        login_secs,
-    )?;
-    eprintln!("logins, warm-up: {:.1}/s", warm_up.rps);
-    let mut login_rounds = Vec::new();
-    for _ in 0..rounds {
-        let before = argon2_rate(&config, cores, argon_secs);
-        let logins = wrk_run(
+    let login_url = format!("http://{sv}/commandcenter/api/Login");
+    let login_run = || {
+        wrk_run(
             &wrk,
             &dir,
-            &format!("http://{sv}/commandcenter/api/Login"),
+            &login_url,
             &login_lua,
             cores * 4,
             THREADS,
             login_secs,
-        )?;
+        )
+    };
+    let warm_up = login_run()?;
+    eprintln!("logins, warm-up: {:.1}/s", warm_up.rps);
+    let mut login_rounds = Vec::new();
+    for _ in 0..rounds {
+        let before = argon2_rate(&config, cores, argon_secs);
+        let logins = login_run()?;
         let after = argon2_rate(&config, cores, argon_secs);
         let argon_rate = (before + after) / 2.0;
         eprintln!(

@@ -1155,21 +1155,22 @@ mod tests {
             })
             .await
             .expect("user");
+        let session_with = |token_hash| NewSession {
+            id: SessionId::generate(),
+            token_hash,
+            user_id: user.id,
+            user_name: user.name.clone(),
+            client: ClientInfo::default(),
+            console_type: ConsoleType::CommandLine,
+            dialect: Dialect::Commvault,
+            created_at: now,
+            idle_timeout: Duration::from_secs(1800),
+            expires_at: now.plus(Duration::from_secs(86_400)),
+        };
+        let fresh_hash = || SessionToken::generate().expect("rng").hash();
         let logins = (0..24).map(|_| {
             let store = store.clone();
-            let token = SessionToken::generate().expect("rng");
-            let new = NewSession {
-                id: SessionId::generate(),
-                token_hash: token.hash(),
-                user_id: user.id,
-                user_name: user.name.clone(),
-                client: ClientInfo::default(),
-                console_type: ConsoleType::CommandLine,
-                dialect: Dialect::Commvault,
-                created_at: now,
-                idle_timeout: Duration::from_secs(1800),
-                expires_at: now.plus(Duration::from_secs(86_400)),
-            };
+            let new = session_with(fresh_hash());
             let who = UserRef {
                 id: user.id,
                 name: user.name.clone(),
@@ -1224,23 +1225,10 @@ mod tests {
 
         // A login that fails after its first write (a token hash already taken:
         // after the browser session id was counted) leaves nothing behind.
-        let again = |hash| NewSession {
-            id: SessionId::generate(),
-            token_hash: hash,
-            user_id: user.id,
-            user_name: user.name.clone(),
-            client: ClientInfo::default(),
-            console_type: ConsoleType::CommandLine,
-            dialect: Dialect::Commvault,
-            created_at: now,
-            idle_timeout: Duration::from_secs(1800),
-            expires_at: now.plus(Duration::from_secs(86_400)),
-        };
         let taken = created[0].1;
-        let fresh = SessionToken::generate().expect("rng").hash();
         let (dup, next) = tokio::join!(
-            store.create_session(again(taken), SessionLimit::Unlimited),
-            store.create_session(again(fresh), SessionLimit::Unlimited),
+            store.create_session(session_with(taken), SessionLimit::Unlimited),
+            store.create_session(session_with(fresh_hash()), SessionLimit::Unlimited),
         );
         assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
         assert_eq!(next.expect("created").session.browser_session_id, 6);
