@@ -124,7 +124,7 @@ async fn serve(
 /// normalization and the router, with no outer router around them.
 #[derive(Clone)]
 struct Connection {
-    app: api::NormalizedApp,
+    app: api::App,
     peer: SocketAddr,
 }
 
@@ -137,7 +137,7 @@ where
     type Error = Infallible;
     type Future = tokio::task::futures::TaskLocalFuture<
         SocketAddr,
-        <api::NormalizedApp as tower::Service<axum::extract::Request>>::Future,
+        <api::App as tower::Service<axum::extract::Request>>::Future,
     >;
 
     fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), Infallible>> {

@@ -3,6 +3,7 @@
 //! Only this layer knows HTTP, XML and JSON.
 
 pub mod commvault;
+mod direct;
 pub mod json_text;
 pub mod native;
 mod normalize;
@@ -28,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-pub use normalize::NormalizedApp;
+pub use direct::{App, Direct};
 
 /// HTTP settings shared by the dialects.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -200,9 +201,19 @@ pub fn typed_answer(body: Vec<u8>, content_type: &'static str) -> axum::response
     resp
 }
 
-/// The whole HTTP application: every dialect, behind path normalization.
-pub fn app(state: AppState) -> NormalizedApp {
-    normalize::wrap(router(state))
+/// The whole HTTP application: every dialect, behind path normalization, with
+/// the session gets served before the router (`direct`).
+pub fn app(state: AppState) -> App {
+    let direct = [
+        commvault::direct_routes(),
+        vsphere::direct_routes(),
+        native::direct_routes(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let log_at_info = state.http.request_log;
+    App::new(direct, router(state.clone()), state, log_at_info)
 }
 
 pub fn router(state: AppState) -> Router {
@@ -213,12 +224,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ui::routes())
         .merge(ops::routes(&state))
         .fallback(not_found);
-    let level = if state.http.request_log {
-        tracing::Level::INFO
-    } else {
-        tracing::Level::DEBUG
-    };
-    ops::instrument(routes, level).with_state(state)
+    ops::instrument(routes, state.http.request_log).with_state(state)
 }
 
 async fn not_found() -> impl IntoResponse {

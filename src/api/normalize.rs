@@ -10,19 +10,10 @@
 //!   paths are left exactly as sent. The query string is never touched.
 
 use super::commvault::{PREFIXES, VENDOR_SPELLINGS};
-use axum::Router;
 use axum::extract::Request;
 use axum::http::Uri;
 use axum::http::uri::PathAndQuery;
 use bytes::BytesMut;
-use tower::util::MapRequest;
-
-/// The router behind [`normalize`].
-pub type NormalizedApp = MapRequest<Router, fn(Request) -> Request>;
-
-pub fn wrap(router: Router) -> NormalizedApp {
-    MapRequest::new(router, normalize as fn(Request) -> Request)
-}
 
 /// First path segments (lower case) that belong to the Commvault dialect.
 const COMMVAULT_FIRST_SEGMENTS: &[&str] = &[
@@ -38,7 +29,7 @@ const COMMVAULT_FIRST_SEGMENTS: &[&str] = &[
     "v4",
 ];
 
-fn normalize(mut req: Request) -> Request {
+pub(super) fn normalize(mut req: Request) -> Request {
     // The common case: the path is already normal; nothing is allocated or rebuilt.
     let Some(plan) = plan(req.uri().path()) else {
         return req;

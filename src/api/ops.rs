@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 use tokio::task::futures::TaskLocalFuture;
@@ -75,11 +76,10 @@ async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
 
 /// Wraps every route (and the fallback) of `router` in [`Instrument`] (request id,
 /// latency histogram and the `finished processing request` line at
-/// `response_level`). Call it after the last route is added.
-pub fn instrument(router: Router<AppState>, response_level: Level) -> Router<AppState> {
-    router.layer(InstrumentLayer {
-        log_at_info: response_level == Level::INFO,
-    })
+/// `info` with `log_at_info`, otherwise `debug`). Call it after the last route is
+/// added.
+pub fn instrument(router: Router<AppState>, log_at_info: bool) -> Router<AppState> {
+    router.layer(InstrumentLayer { log_at_info })
 }
 
 /// The layer of [`Instrument`].
@@ -127,27 +127,61 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let start = Instant::now();
-        let id = request_id(&req);
-        // The template is shared (`Arc<str>` inside): cloning it allocates nothing.
-        let route = req.extensions().get::<MatchedPath>().cloned();
-        let method = method_label(req.method());
-        if tracing::enabled!(Level::DEBUG) {
-            logging::with_request_id(id.clone(), || {
-                tracing::debug!(method, "started processing request");
-            });
+        let route = req
+            .extensions()
+            .get::<MatchedPath>()
+            .cloned()
+            .map(RouteName::Matched);
+        let inner = &mut self.inner;
+        instrumented(req, route, self.log_at_info, |req| inner.call(req))
+    }
+}
+
+/// The route template a request was served by, for the latency histogram and the
+/// log line: from the router, or from a route served before it (`api::direct`).
+/// Both are shared strings: cloning one allocates nothing.
+#[derive(Clone, Debug)]
+pub enum RouteName {
+    Matched(MatchedPath),
+    Direct(Arc<str>),
+}
+
+impl RouteName {
+    fn as_str(&self) -> &str {
+        match self {
+            RouteName::Matched(m) => m.as_str(),
+            RouteName::Direct(d) => d,
         }
-        // The inner `call` only builds the handler's future: what it logs, it logs
-        // when polled, inside the request's scope.
-        let inner = logging::in_request(id.clone(), self.inner.call(req));
-        InstrumentFuture {
-            inner,
-            id: Some(id),
-            route,
-            method,
-            start,
-            log_at_info: self.log_at_info,
-        }
+    }
+}
+
+/// Runs `call(req)`, the service that answers `req`, as [`Instrument`] describes:
+/// with the request's id, and its latency recorded under `route` (`None`: the
+/// unmatched-route label) when the response is ready.
+pub fn instrumented<F: Future>(
+    req: Request,
+    route: Option<RouteName>,
+    log_at_info: bool,
+    call: impl FnOnce(Request) -> F,
+) -> InstrumentFuture<F> {
+    let start = Instant::now();
+    let id = request_id(&req);
+    let method = method_label(req.method());
+    if tracing::enabled!(Level::DEBUG) {
+        logging::with_request_id(id.clone(), || {
+            tracing::debug!(method, "started processing request");
+        });
+    }
+    // `call` only builds the handler's future: what it logs, it logs when polled,
+    // inside the request's scope.
+    let inner = logging::in_request(id.clone(), call(req));
+    InstrumentFuture {
+        inner,
+        id: Some(id),
+        route,
+        method,
+        start,
+        log_at_info,
     }
 }
 
@@ -158,7 +192,7 @@ pin_project_lite::pin_project! {
         inner: TaskLocalFuture<HeaderValue, F>,
         // Taken into the response.
         id: Option<HeaderValue>,
-        route: Option<MatchedPath>,
+        route: Option<RouteName>,
         method: &'static str,
         start: Instant,
         log_at_info: bool,
@@ -183,7 +217,7 @@ where
         let route = this
             .route
             .as_ref()
-            .map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
+            .map_or(UNMATCHED_ROUTE, RouteName::as_str);
         let method = *this.method;
         telemetry::http_request(route, method, status, elapsed);
         let latency_ms = elapsed.as_secs_f64() * 1000.0;

@@ -264,6 +264,101 @@ async fn metrics_endpoint_can_be_turned_off() {
     );
 }
 
+/// The session gets are served before the router (`api::direct`): each still
+/// echoes its request id and is counted under its route template, and the other
+/// methods on those paths still reach the router.
+#[tokio::test]
+async fn session_gets_served_before_the_router_are_instrumented_like_the_rest() {
+    let app = TestApp::spawn().await;
+    let base = app.url("");
+    let v = cv_login(&app.http, &base, "admin", ADMIN_PASSWORD).await;
+    let token = v["token"].as_str().unwrap().to_string();
+    let hex = secret_of(&token).to_string();
+    let alias = v["aliasName"].as_str().unwrap().to_string();
+    let rpc = json!({"jsonrpc": "2.0", "method": "invoke", "id": "7", "params": {
+        "serviceId": "com.vmware.cis.session", "operationId": "get",
+        "input": {"STRUCTURE": {"operation-input": {}}},
+        "ctx": {"securityCtx": {"schemeId": "com.vmware.vapi.std.security.session_id",
+                                "sessionId": hex}}}});
+    let http = &app.http;
+    let requests = [
+        (
+            "/commandcenter/api/session",
+            "GET",
+            http.get(app.url(&format!("/commandcenter/api/Session?userId={alias}")))
+                .header("Authtoken", &token),
+        ),
+        (
+            "/webconsole/api/session",
+            "GET",
+            http.get(app.url(&format!("/webconsole/api/session?userId={alias}")))
+                .header("Authtoken", &token),
+        ),
+        (
+            "/rest/com/vmware/cis/session",
+            "POST",
+            http.post(app.url("/rest/com/vmware/cis/session?~action=get"))
+                .header("vmware-api-session-id", &hex),
+        ),
+        (
+            "/api/session",
+            "GET",
+            http.get(app.url("/api/session"))
+                .header("vmware-api-session-id", &hex),
+        ),
+        ("/api", "POST", http.post(app.url("/api")).json(&rpc)),
+        (
+            "/v1/session",
+            "GET",
+            http.get(app.url("/v1/session")).bearer_auth(&hex),
+        ),
+    ];
+    let before = scrape(http, &base).await;
+    for (i, (route, method, req)) in requests.into_iter().enumerate() {
+        let id = format!("direct-{i}");
+        let r = req
+            .header("Accept", "application/json")
+            .header("x-request-id", &id)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{route}");
+        assert_eq!(r.headers()["x-request-id"], id.as_str(), "{route}");
+        let body = r.text().await.unwrap();
+        assert!(
+            body.contains("admin") && !body.contains("\"error\""),
+            "{route}: {body}"
+        );
+        let after = scrape(http, &base).await;
+        let count = |text: &str| request_count(text, route, method, "200").unwrap_or(0.0);
+        assert!(
+            count(&after) > count(&before),
+            "{route} not counted:\n{after}"
+        );
+    }
+    // Other methods on those paths are the router's: HEAD by the GET handler, and
+    // the dialect's own answer to a method it does not serve.
+    let r = http
+        .head(app.url("/api/session"))
+        .header("vmware-api-session-id", &hex)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http
+        .put(app.url("/v1/session"))
+        .bearer_auth(&hex)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    let text = scrape(http, &base).await;
+    assert!(
+        request_count(&text, "/v1/session", "PUT", "405").unwrap() >= 1.0,
+        "{text}"
+    );
+}
+
 #[tokio::test]
 async fn request_ids_are_kept_when_plain_and_made_otherwise() {
     let app = TestApp::spawn().await;

@@ -25,7 +25,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, any, delete, get, post};
 use secrecy::SecretString;
@@ -59,23 +59,40 @@ pub fn routes() -> Router<AppState> {
     })
 }
 
-/// The dialect's routes with `base` ("" for the root) before each path; a path
-/// with a vendor spelling (see [`VENDOR_SPELLINGS`]) is routed in both spellings.
-fn routes_at(base: &str) -> Router<AppState> {
+/// The paths of `path` (lower case) under `base` ("" for the root): the path
+/// itself and, for a one-segment endpoint with a vendor spelling (see
+/// [`VENDOR_SPELLINGS`]), that spelling too.
+fn spellings(base: &str, path: &str) -> Vec<String> {
     let at = |path: &str| match (base, path) {
         ("", _) => path.to_string(),
         (_, "/") => base.to_string(),
         _ => format!("{base}{path}"),
     };
+    let vendor = path
+        .strip_prefix('/')
+        .and_then(|p| VENDOR_SPELLINGS.iter().find(|v| v.eq_ignore_ascii_case(p)));
+    std::iter::once(at(path))
+        .chain(vendor.map(|v| at(&format!("/{v}"))))
+        .collect()
+}
+
+/// The session get (`GET Session`, every spelling, at the root and under each of
+/// [`PREFIXES`]), served before the router (`api::direct`).
+pub fn direct_routes() -> Vec<crate::api::Direct> {
+    std::iter::once("")
+        .chain(PREFIXES)
+        .flat_map(|base| spellings(base, "/session"))
+        .map(|path| crate::api::Direct::new(Method::GET, &path, sessions_of_user))
+        .collect()
+}
+
+/// The dialect's routes with `base` ("" for the root) before each path, in each
+/// of its [`spellings`].
+fn routes_at(base: &str) -> Router<AppState> {
     let route = |router: Router<AppState>, path: &str, handler: MethodRouter<AppState>| {
-        let vendor = path
-            .strip_prefix('/')
-            .and_then(|p| VENDOR_SPELLINGS.iter().find(|v| v.eq_ignore_ascii_case(p)));
-        let router = router.route(&at(path), handler.clone());
-        match vendor {
-            Some(v) => router.route(&at(&format!("/{v}")), handler),
-            None => router,
-        }
+        spellings(base, path)
+            .into_iter()
+            .fold(router, |router, p| router.route(&p, handler.clone()))
     };
     let router = route(Router::new(), "/", get(base_path));
     let router = route(router, "/login", post(login));

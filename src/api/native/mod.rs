@@ -56,6 +56,15 @@ pub fn routes() -> Router<AppState> {
         .method_not_allowed_fallback(method_not_allowed)
 }
 
+/// `GET /v1/session`, served before the router (`api::direct`).
+pub fn direct_routes() -> Vec<crate::api::Direct> {
+    vec![crate::api::Direct::new(
+        axum::http::Method::GET,
+        "/v1/session",
+        current_session,
+    )]
+}
+
 async fn no_route() -> NativeError {
     NativeError::NoRoute
 }

@@ -63,6 +63,19 @@ pub fn routes() -> Router<AppState> {
         .route("/api/{*path}", any(api::no_operation))
 }
 
+/// The session gets of the three forms, served before the router
+/// (`api::direct`): legacy REST's `POST` (every `~action`), `GET /api/session` and
+/// JSON-RPC's `POST /api`.
+pub fn direct_routes() -> Vec<crate::api::Direct> {
+    use crate::api::Direct;
+    use axum::http::Method;
+    vec![
+        Direct::new(Method::POST, rest::SESSION_PATH, rest::create_or_action),
+        Direct::new(Method::GET, "/api/session", api::get),
+        Direct::new(Method::POST, "/api", jsonrpc::invoke),
+    ]
+}
+
 /// A user name and password from a vSphere client.
 struct Credentials {
     username: String,
