@@ -10,14 +10,19 @@ use crate::service::{Passwords, Service, ServiceConfig};
 use crate::store::Store;
 use crate::telemetry;
 use anyhow::Context;
-use axum_server::tls_rustls::RustlsConfig;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 /// Builds the service and the HTTP state from a configuration and an opened store.
@@ -63,16 +68,25 @@ pub async fn run(
 pub async fn run_tls(
     listener: TcpListener,
     state: AppState,
-    tls: RustlsConfig,
+    tls: TlsAcceptor,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     serve(listener, state.over_tls(), Some(tls), shutdown).await
 }
 
+/// Longest a TLS handshake may take before its connection is dropped.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The accept loop: one task per connection, HTTP/1.1 or HTTP/2 (hyper-util's
+/// `auto` builder), each watched for a graceful shutdown. Written here rather than
+/// taken from `axum-server`, whose per-connection wrapper polled two shutdown
+/// notifications and a `select!` on every wake-up of every connection (~600
+/// instructions of a ~23,000-instruction session get, `bench/PROFILE.md`); hyper's
+/// own graceful watcher polls one.
 async fn serve(
     listener: TcpListener,
     state: AppState,
-    tls: Option<RustlsConfig>,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let stop_background = CancellationToken::new();
@@ -81,41 +95,77 @@ async fn serve(
     let grace = state.http.shutdown_timeout;
     let shutting_down = state.shutting_down.clone();
     let app = api::app(state);
-    let app = tower::service_fn(move |peer: SocketAddr| {
-        std::future::ready(Ok::<_, Infallible>(Connection {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let connections = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, say: the listener stays, and the
+                    // next accept may succeed once connections have closed.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let service = TowerToHyperService::new(Connection {
             app: app.clone(),
             peer,
-        }))
-    });
-    let handle = axum_server::Handle::new();
-    let on_shutdown = handle.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        shutting_down.cancel();
-        on_shutdown.graceful_shutdown(Some(grace));
-    });
-    let listener = listener.into_std()?;
-    let served = match tls {
-        None => {
-            axum_server::from_tcp(listener)?
-                .handle(handle)
-                .serve(app)
-                .await
+        });
+        let builder = builder.clone();
+        let watcher = connections.watcher();
+        match &tls {
+            None => {
+                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                tokio::spawn(finish(peer, watcher.watch(conn.into_owned())));
+            }
+            Some(acceptor) => {
+                let handshake = acceptor.accept(stream);
+                tokio::spawn(async move {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
+                        Ok(Ok(stream)) => {
+                            let conn = builder.serve_connection(TokioIo::new(stream), service);
+                            finish(peer, watcher.watch(conn.into_owned())).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
         }
-        Some(tls) => {
-            axum_server::from_tcp_rustls(listener, tls)?
-                .handle(handle)
-                .serve(app)
-                .await
-        }
-    };
+    }
+    // No new connections; open ones finish their requests (idle ones close now),
+    // for at most `grace`, then the runtime drops what is left when `run` returns.
+    drop(listener);
+    shutting_down.cancel();
+    if tokio::time::timeout(grace, connections.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?grace,
+            "requests still in flight after the shutdown timeout: dropped"
+        );
+    }
     stop_background.cancel();
     if let Err(e) = background.await {
         tracing::error!(error = %e, "background task failed");
     }
     let _ = upkeep.await;
     tracing::info!("stopped");
-    served.map_err(Into::into)
+    Ok(())
+}
+
+/// Runs one connection to its end; a connection that ends in an error (the client
+/// went away mid-request, a malformed request line) is logged at `debug`.
+async fn finish<E: std::fmt::Display>(peer: SocketAddr, conn: impl Future<Output = Result<(), E>>) {
+    if let Err(e) = conn.await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
 }
 
 /// The application as one connection sees it: hyper's request body becomes axum's
@@ -152,7 +202,7 @@ where
 
 /// Reads a PEM certificate chain and private key for [`run_tls`], with errors
 /// that name the file at fault.
-pub fn load_tls(cert: &Path, key: &Path) -> anyhow::Result<RustlsConfig> {
+pub fn load_tls(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs = CertificateDer::pem_file_iter(cert)
@@ -179,7 +229,7 @@ pub fn load_tls(cert: &Path, key: &Path) -> anyhow::Result<RustlsConfig> {
             )
         })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(RustlsConfig::from_config(Arc::new(config)))
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM. The handlers are installed by the call,
