@@ -200,7 +200,14 @@ struct Inner {
     /// buffer empty because another flush took it returns only once that one's
     /// write is in the store (so "flushed" means written, for the caller too).
     flushing: tokio::sync::Mutex<()>,
+    /// Store reads of cached listings, one at a time per stripe of listing keys
+    /// (`sessions::listing_stripe`): see `Service::cached_listing`.
+    listing_reads: Box<[tokio::sync::Mutex<()>]>,
 }
+
+/// Stripes of [`Inner::listing_reads`]: listings of different users rarely share
+/// one, and the store's readers are fewer anyway.
+const LISTING_READ_STRIPES: usize = 64;
 
 impl Service {
     pub fn new(
@@ -221,6 +228,9 @@ impl Service {
                 touches: TouchBuffer::default(),
                 touch_epoch: std::sync::atomic::AtomicU64::new(0),
                 flushing: tokio::sync::Mutex::new(()),
+                listing_reads: (0..LISTING_READ_STRIPES)
+                    .map(|_| tokio::sync::Mutex::new(()))
+                    .collect(),
             }),
         }
     }

@@ -5,6 +5,7 @@ use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use sessiond::domain::{EndReason, UserId};
 use sessiond::store::{SessionQuery, StateFilter};
+use std::sync::Arc;
 use std::time::Duration;
 
 const BASE: &str = "/commandcenter/api";
@@ -375,6 +376,32 @@ async fn oversized_bodies_are_413_in_the_dialect_shape() {
         .unwrap();
     assert_cv_error(r, 413, 2).await;
     assert_eq!(app.session_count().await, 1);
+}
+
+/// Each flush of last-access times leaves a user's cached listing stale; the
+/// requests that then find it so read the store once between them, not once each.
+#[tokio::test]
+async fn concurrent_listings_after_a_flush_read_the_store_once() {
+    let app = Arc::new(TestApp::spawn().await);
+    let token = app.cv_login("admin", ADMIN_PASSWORD).await;
+    assert_eq!(app.sessions_json(&token, app.admin.id).await.len(), 1);
+    app.flush().await;
+    app.store.set_slow_listings(true);
+    let before = app.store.listing_reads();
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (app, token) = (app.clone(), token.clone());
+        requests.spawn(async move { app.sessions_json(&token, app.admin.id).await.len() });
+    }
+    while let Some(count) = requests.join_next().await {
+        assert_eq!(count.unwrap(), 1);
+    }
+    let reads = app.store.listing_reads() - before;
+    // One read, or two if the background flush moved the touch epoch meanwhile.
+    assert!(
+        (1..=2).contains(&reads),
+        "{reads} store reads for 16 listings"
+    );
 }
 
 #[tokio::test]

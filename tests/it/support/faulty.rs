@@ -11,7 +11,7 @@ use sessiond::store::{
     StoreResult,
 };
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// The text of the injected failure; a client must never see it.
@@ -20,14 +20,34 @@ pub const SECRET_CAUSE: &str = "disk /var/lib/secret-volume on fire";
 pub struct FaultyStore {
     inner: Arc<dyn Store>,
     failing: AtomicBool,
+    /// Session listings read so far.
+    listing_reads: AtomicUsize,
+    /// Each listing read takes at least this long (to make requests overlap).
+    slow_listings: AtomicBool,
 }
+
+/// How long a listing read takes with `slow_listings`.
+const SLOW_LISTING: Duration = Duration::from_millis(50);
 
 impl FaultyStore {
     pub fn new(inner: Arc<dyn Store>) -> Self {
         FaultyStore {
             inner,
             failing: AtomicBool::new(false),
+            listing_reads: AtomicUsize::new(0),
+            slow_listings: AtomicBool::new(false),
         }
+    }
+
+    /// Session listings read from the store so far.
+    pub fn listing_reads(&self) -> usize {
+        self.listing_reads.load(Ordering::SeqCst)
+    }
+
+    /// Makes every listing read take at least 50 ms, so that concurrent requests
+    /// overlap in the store.
+    pub fn set_slow_listings(&self, on: bool) {
+        self.slow_listings.store(on, Ordering::SeqCst);
     }
 
     pub fn set_failing(&self, on: bool) {
@@ -117,6 +137,10 @@ impl Store for FaultyStore {
     }
     async fn list_sessions(&self, query: &SessionQuery) -> StoreResult<Vec<Session>> {
         self.check()?;
+        self.listing_reads.fetch_add(1, Ordering::SeqCst);
+        if self.slow_listings.load(Ordering::SeqCst) {
+            tokio::time::sleep(SLOW_LISTING).await;
+        }
         self.inner.list_sessions(query).await
     }
     async fn end_expired_sessions(
