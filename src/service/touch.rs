@@ -11,7 +11,9 @@
 //! can announce them (`Event::SessionTouched`) to that user's subscribers.
 
 use crate::domain::{SessionId, Timestamp, UserId};
-use std::collections::HashMap;
+// Hashed with foldhash rather than SipHash: the keys are session ids this service
+// made, not values a client chooses, and every authenticated request looks up two.
+use foldhash::HashMap;
 use std::sync::Mutex;
 
 #[derive(Default)]

@@ -25,12 +25,17 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, any, delete, get, post};
 use secrecy::SecretString;
 use std::time::Duration;
 use wire::{Body, Fields, Format};
+
+/// The header that carries the session token (`QSDK <hex>`). Header names the hot
+/// path looks up are `HeaderName` constants: a lookup by `&str` parses the name on
+/// every request.
+const AUTHTOKEN: HeaderName = HeaderName::from_static("authtoken");
 
 /// The base paths of the dialect besides the root.
 pub(crate) const PREFIXES: [&str; 2] = ["/commandcenter/api", "/webconsole/api"];
@@ -137,7 +142,7 @@ impl FromRequestParts<AppState> for CvCaller {
         let fmt = || Format::from_headers(&parts.headers);
         let token = parts
             .headers
-            .get("authtoken")
+            .get(AUTHTOKEN)
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| CvError::unauthenticated(fmt()))?;
         state
@@ -343,7 +348,7 @@ async fn renew(
     let token = from_body
         .or_else(|| {
             headers
-                .get("authtoken")
+                .get(AUTHTOKEN)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
         })
@@ -395,6 +400,9 @@ fn session_user_id(query: &str) -> Result<i64, &'static str> {
         .map_err(|_| "userId must be a whole number")
 }
 
+/// cvpysdk's header asking `GET Session` for live sessions only.
+const ONLY_ACTIVE_SESSIONS: HeaderName = HeaderName::from_static("only-active-sessions");
+
 async fn sessions_of_user(
     State(st): State<AppState>,
     Fmt(fmt): Fmt,
@@ -404,7 +412,7 @@ async fn sessions_of_user(
 ) -> Result<Response, CvError> {
     let user_id = user_id.map_err(|m| CvError::bad_request(fmt, m))?;
     let only_active = headers
-        .get("only-active-sessions")
+        .get(ONLY_ACTIVE_SESSIONS)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
     let views = st

@@ -32,13 +32,17 @@ use crate::service::{Caller, LoginOutcome, LoginRequest};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::routing::{any, post};
 use base64::Engine;
 use secrecy::SecretString;
 
 /// The header (and, for legacy REST, the cookie) that carries the session id.
 pub const SESSION_ID_HEADER: &str = "vmware-api-session-id";
+
+/// [`SESSION_ID_HEADER`] as a `HeaderName`, for lookups (one by `&str` parses the
+/// name on every request).
+const SESSION_ID: HeaderName = HeaderName::from_static(SESSION_ID_HEADER);
 
 /// Routes of the dialect. Anything else under `/rest` or `/api` is the dialect's
 /// `operation_not_found`, in that form's shape.
@@ -169,7 +173,7 @@ async fn authenticate(st: &AppState, session_id: Option<&str>) -> Result<Caller,
 /// The `vmware-api-session-id` header, if sent.
 fn session_id_header(headers: &HeaderMap) -> Result<Option<&str>, VsError> {
     headers
-        .get(SESSION_ID_HEADER)
+        .get(SESSION_ID)
         .map(|v| {
             v.to_str()
                 .map_err(|_| VsError::bad_request("the vmware-api-session-id header is not text"))
