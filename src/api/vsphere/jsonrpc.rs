@@ -477,7 +477,9 @@ async fn call_operation<'a>(
                 username: user,
                 password: SecretString::from(password),
             };
-            let out = login(st, creds, ConsoleType::VsphereJsonRpc, headers, addr).await?;
+            // Boxed: the login's future is large, and every `get` would carry it.
+            let out =
+                Box::pin(login(st, creds, ConsoleType::VsphereJsonRpc, headers, addr)).await?;
             Ok(Output::Secret(out.token.to_hex()))
         }
         ("get", Security::SessionId(id)) => {
@@ -489,9 +491,7 @@ async fn call_operation<'a>(
         }
         ("delete", Security::SessionId(id)) => {
             let caller = authenticate(st, Some(&id)).await?;
-            st.service
-                .logout(&caller, &addr.origin(Dialect::Vsphere))
-                .await?;
+            Box::pin(st.service.logout(&caller, &addr.origin(Dialect::Vsphere))).await?;
             Ok(Output::Void)
         }
         // No credentials, or not the kind this operation takes.
