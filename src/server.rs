@@ -78,11 +78,11 @@ pub async fn run_tls(
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The accept loop: one task per connection, HTTP/1.1 or HTTP/2 (hyper-util's
-/// `auto` builder), each watched for a graceful shutdown. Written here rather than
-/// taken from `axum-server`, whose per-connection wrapper polled two shutdown
-/// notifications and a `select!` on every wake-up of every connection (~600
-/// instructions of a ~23,000-instruction session get, `bench/PROFILE.md`); hyper's
-/// own graceful watcher polls one.
+/// `auto` builder), each watched for a graceful shutdown and aborted if it outlasts
+/// the grace period. Written here rather than taken from `axum-server`, whose
+/// per-connection wrapper polled two shutdown notifications and a `select!` on every
+/// wake-up of every connection (~200 instructions more per session get than this
+/// loop, `bench/PROFILE.md`); hyper's own graceful watcher polls one.
 async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -98,6 +98,9 @@ async fn serve(
     let builder = auto::Builder::new(TokioExecutor::new());
     let connections = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    // The connection tasks, to abort those still running when the grace period
+    // ends; finished ones are dropped from the list whenever it would grow.
+    let mut open: Vec<tokio::task::AbortHandle> = Vec::new();
     loop {
         let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
@@ -118,10 +121,10 @@ async fn serve(
         });
         let builder = builder.clone();
         let watcher = connections.watcher();
-        match &tls {
+        let task = match &tls {
             None => {
                 let conn = builder.serve_connection(TokioIo::new(stream), service);
-                tokio::spawn(finish(peer, watcher.watch(conn.into_owned())));
+                tokio::spawn(finish(peer, watcher.watch(conn.into_owned())))
             }
             Some(acceptor) => {
                 let handshake = acceptor.accept(stream);
@@ -134,18 +137,23 @@ async fn serve(
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
-                });
+                })
             }
+        };
+        if open.len() == open.capacity() {
+            open.retain(|t| !t.is_finished());
         }
+        open.push(task.abort_handle());
     }
     // No new connections; open ones finish their requests (idle ones close now),
-    // for at most `grace`, then the runtime drops what is left when `run` returns.
+    // for at most `grace`, then the rest are dropped.
     drop(listener);
     shutting_down.cancel();
     if tokio::time::timeout(grace, connections.shutdown())
         .await
         .is_err()
     {
+        open.iter().for_each(tokio::task::AbortHandle::abort);
         tracing::warn!(
             ?grace,
             "requests still in flight after the shutdown timeout: dropped"
