@@ -108,35 +108,37 @@ impl Service {
         key: ListingKey,
         query: &SessionQuery,
     ) -> ServiceResult<Arc<Vec<Session>>> {
-        let fresh = || {
-            // Read before the store, so that a write racing with the read leaves
-            // the cached copy stale (see `cache.rs`).
-            let generation = self.store().session_generation()?;
+        // The generation and the touch epoch, read before the store so that a write
+        // racing with the read leaves the copy stale (see `cache.rs`), and the cached
+        // copy if it is fresh; `None` when the store publishes no generation (nothing
+        // is cached then).
+        let look = || {
+            let g = self.store().session_generation()?;
             let epoch = self.touch_epoch();
-            Some((generation, epoch))
+            Some((g, epoch, self.inner.cache.listing(g, key, epoch, query.now)))
         };
-        let Some((g, epoch)) = fresh() else {
-            return Ok(Arc::new(self.store().list_sessions(query).await?));
-        };
-        if let Some(sessions) = self.inner.cache.listing(g, key, epoch, query.now) {
-            return Ok(sessions);
+        match look() {
+            None => return Ok(Arc::new(self.store().list_sessions(query).await?)),
+            Some((_, _, Some(sessions))) => return Ok(sessions),
+            Some((_, _, None)) => {}
         }
         let stripes = &self.inner.listing_reads;
         let _reading = stripes[listing_stripe(key, stripes.len())].lock().await;
-        let Some((g, epoch)) = fresh() else {
-            return Ok(Arc::new(self.store().list_sessions(query).await?));
-        };
-        if let Some(sessions) = self.inner.cache.listing(g, key, epoch, query.now) {
+        // Looked up again: the request that held the lock may have read it meanwhile.
+        let seen = look();
+        if let Some((_, _, Some(sessions))) = seen {
             return Ok(sessions);
         }
         let sessions = Arc::new(self.store().list_sessions(query).await?);
-        let listing = Listing {
-            sessions: sessions.clone(),
-            listings: g.listings,
-            touch_epoch: epoch,
-            read_at: query.now,
-        };
-        self.inner.cache.insert_listing(g, key, listing);
+        if let Some((g, epoch, _)) = seen {
+            let listing = Listing {
+                sessions: sessions.clone(),
+                listings: g.listings,
+                touch_epoch: epoch,
+                read_at: query.now,
+            };
+            self.inner.cache.insert_listing(g, key, listing);
+        }
         Ok(sessions)
     }
 
