@@ -62,23 +62,21 @@ pub struct App {
     direct: Arc<[Direct]>,
     router: Router,
     state: AppState,
-    log_at_info: bool,
 }
 
 impl App {
-    pub fn new(direct: Vec<Direct>, router: Router, state: AppState, log_at_info: bool) -> Self {
+    pub fn new(direct: Vec<Direct>, router: Router, state: AppState) -> Self {
         App {
             direct: direct.into(),
             router,
             state,
-            log_at_info,
         }
     }
 
     fn find(&self, method: &Method, path: &str) -> Option<&Direct> {
         self.direct
             .iter()
-            .find(|d| d.path.len() == path.len() && d.method == method && *d.path == *path)
+            .find(|d| d.method == method && *d.path == *path)
     }
 }
 
@@ -101,7 +99,8 @@ impl tower::Service<Request> for App {
         };
         let route = Some(RouteName::Direct(direct.path.clone()));
         let state = self.state.clone();
-        Either::Left(ops::instrumented(req, route, self.log_at_info, |req| {
+        let log_at_info = state.http.request_log;
+        Either::Left(ops::instrumented(req, route, log_at_info, |req| {
             (direct.call)(req, state).map(Ok as fn(Response) -> Result<Response, Infallible>)
         }))
     }

@@ -212,8 +212,7 @@ pub fn app(state: AppState) -> App {
     .into_iter()
     .flatten()
     .collect();
-    let log_at_info = state.http.request_log;
-    App::new(direct, router(state.clone()), state, log_at_info)
+    App::new(direct, router(state.clone()), state)
 }
 
 pub fn router(state: AppState) -> Router {
