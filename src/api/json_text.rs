@@ -66,7 +66,12 @@ impl JsonText {
     /// An instant as [`WireTime`] writes it.
     pub fn time(&mut self, t: WireTime) -> &mut Self {
         match t.0.rfc3339() {
-            Some(text) => self.plain_str(text.as_str()),
+            Some(text) => {
+                self.0.push(b'"');
+                self.0.extend_from_slice(text.as_bytes());
+                self.0.push(b'"');
+                self
+            }
             None => self.str(&t.0.to_string()),
         }
     }
