@@ -17,15 +17,14 @@ pub mod wire;
 
 pub use error::{CvError, CvErrorKind};
 
-use super::{AppState, ClientAddr, LimitedBytes, TakenHeaders, single_query_param};
+use super::{AppState, BodyError, ClientAddr, LimitedBytes, TakenHeaders, single_query_param};
 use crate::domain::{ClientInfo, ConsoleType, Dialect, SessionId, UserId};
 use crate::service::{Actor, Caller, LoginRequest, ServiceError};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, Method, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, any, delete, get, post};
 use secrecy::SecretString;
@@ -163,13 +162,10 @@ fn strip_qsdk(token: &str) -> &str {
     }
 }
 
-fn body_bytes(fmt: Format, body: Result<Bytes, BytesRejection>) -> Result<Bytes, CvError> {
-    body.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            CvError::new(fmt, CvErrorKind::TooLarge)
-        } else {
-            CvError::bad_request(fmt, "could not read the request body")
-        }
+fn body_bytes(fmt: Format, body: Result<Bytes, BodyError>) -> Result<Bytes, CvError> {
+    body.map_err(|e| match e {
+        BodyError::TooLarge => CvError::new(fmt, CvErrorKind::TooLarge),
+        BodyError::Unreadable => CvError::bad_request(fmt, "could not read the request body"),
     })
 }
 
@@ -222,7 +218,7 @@ fn login_request(
     fmt: Format,
     headers: &HeaderMap,
     addr: ClientAddr,
-    body: Result<Bytes, BytesRejection>,
+    body: Result<Bytes, BodyError>,
 ) -> Result<LoginRequest, CvError> {
     let bytes = body_bytes(fmt, body)?;
     let bad = |m: String| CvError::bad_request(fmt, m);

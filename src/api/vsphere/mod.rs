@@ -26,13 +26,12 @@ mod rest;
 pub use error::{RestError, RestForm, VapiError, VsError};
 
 use super::json_text::JsonText;
-use super::{AppState, ClientAddr, WireTime};
+use super::{AppState, BodyError, ClientAddr, WireTime};
 use crate::domain::{ClientInfo, ConsoleType, Dialect};
 use crate::service::{Caller, LoginOutcome, LoginRequest};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, HeaderName, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, header};
 use axum::routing::{any, post};
 use base64::Engine;
 use secrecy::SecretString;
@@ -232,13 +231,10 @@ impl serde::Serialize for UserAtDomain<'_> {
 }
 
 /// The request body, within the size limit.
-fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, VsError> {
-    body.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            VsError::TooLarge
-        } else {
-            VsError::bad_request("could not read the request body")
-        }
+fn body_bytes(body: Result<Bytes, BodyError>) -> Result<Bytes, VsError> {
+    body.map_err(|e| match e {
+        BodyError::TooLarge => VsError::TooLarge,
+        BodyError::Unreadable => VsError::bad_request("could not read the request body"),
     })
 }
 
