@@ -215,16 +215,24 @@ impl<'a> Reader<'a> {
     /// An object, each member's key handed to `member`, which reads the value.
     fn object(&mut self, mut member: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
         self.eat(b'{')?;
-        if self.eat(b'}').is_some() {
+        self.items(b'}', |r| {
+            let key = r.string()?;
+            r.eat(b':')?;
+            member(r, key)
+        })
+    }
+
+    /// The items of an object or array after its opening bracket, up to and with
+    /// `close`: none, or `item`s separated by commas.
+    fn items(&mut self, close: u8, mut item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        if self.eat(close).is_some() {
             return Some(());
         }
         loop {
-            let key = self.string()?;
-            self.eat(b':')?;
-            member(self, key)?;
+            item(self)?;
             match self.peek()? {
                 b',' => self.at += 1,
-                b'}' => {
+                b if b == close => {
                     self.at += 1;
                     return Some(());
                 }
@@ -259,20 +267,7 @@ impl<'a> Reader<'a> {
             b'[' => {
                 let inner = depth.checked_sub(1)?;
                 self.at += 1;
-                if self.eat(b']').is_some() {
-                    return Some(());
-                }
-                loop {
-                    self.skip_value(inner)?;
-                    match self.peek()? {
-                        b',' => self.at += 1,
-                        b']' => {
-                            self.at += 1;
-                            return Some(());
-                        }
-                        _ => return None,
-                    }
-                }
+                self.items(b']', |r| r.skip_value(inner))
             }
             b't' => self.literal("true"),
             b'f' => self.literal("false"),
