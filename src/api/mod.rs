@@ -384,11 +384,11 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for TakenHeaders {
 }
 
 /// `req` with its body limited to `http.max_body_bytes`: axum's body extractors
-/// then answer a larger body with their 413 rejection. Applied by the extractors
-/// that read a body with axum's extractors (the native JSON and the console's
-/// forms; [`read_body`] takes the limit itself) rather than by a `DefaultBodyLimit` layer, which inserts an
-/// extension into every request, the many without a body too (in the profile, ~500
-/// instructions of a session get: the insert and the growth of the extension map).
+/// then answer a larger body with their 413 rejection. Applied where a body is read
+/// with axum's extractors (the native JSON, the console's forms; [`read_body`]
+/// takes the limit itself) rather than by a `DefaultBodyLimit` layer, which inserts
+/// an extension into every request, the many without a body too (in the profile,
+/// ~500 instructions of a session get: the insert and the growth of the extension map).
 pub fn limited(req: axum::extract::Request, state: &AppState) -> axum::extract::Request {
     let limit = state.http.max_body_bytes;
     req.map(|b| axum::body::Body::new(http_body_util::Limited::new(b, limit)))
@@ -408,8 +408,8 @@ pub enum BodyError {
 /// anything is read.
 ///
 /// Not axum's `Bytes` extractor behind `http_body_util::Limited`: that boxed the
-/// body twice and collected it through a buffer list (~1,900 instructions of a
-/// JSON-RPC request in the profile, against ~500 this way).
+/// body twice and collected it through a buffer list (this way, ~1,200 fewer
+/// instructions per JSON-RPC request; bench/PROFILE.md).
 pub async fn read_body(mut body: axum::body::Body, limit: usize) -> Result<Bytes, BodyError> {
     use axum::body::HttpBody;
     use http_body_util::BodyExt;
@@ -428,6 +428,9 @@ pub async fn read_body(mut body: axum::body::Body, limit: usize) -> Result<Bytes
         let Ok(data) = frame.into_data() else {
             continue;
         };
+        if data.is_empty() {
+            continue;
+        }
         let read = joined.as_ref().map_or(whole.len(), |j| j.len());
         if read + data.len() > limit {
             return Err(BodyError::TooLarge);
