@@ -66,12 +66,7 @@ impl JsonText {
     /// An instant as [`WireTime`] writes it.
     pub fn time(&mut self, t: WireTime) -> &mut Self {
         match t.0.rfc3339() {
-            Some(text) => {
-                self.0.push(b'"');
-                self.0.extend_from_slice(text.as_bytes());
-                self.0.push(b'"');
-                self
-            }
+            Some(text) => self.plain(text.as_bytes()),
             None => self.str(&t.0.to_string()),
         }
     }
@@ -79,15 +74,15 @@ impl JsonText {
     /// A session id as [`Guid`] writes it.
     pub fn guid(&mut self, id: Guid) -> &mut Self {
         let mut buf = uuid::Uuid::encode_buffer();
-        self.plain_str(id.0.0.hyphenated().encode_upper(&mut buf))
+        self.plain(id.0.0.hyphenated().encode_upper(&mut buf).as_bytes())
     }
 
     /// A string of digits, letters and punctuation this module made itself, which
     /// JSON never escapes: quoted without looking.
-    fn plain_str(&mut self, s: &str) -> &mut Self {
-        debug_assert!(!needs_escape(s.as_bytes()));
+    fn plain(&mut self, s: &[u8]) -> &mut Self {
+        debug_assert!(!needs_escape(s) && std::str::from_utf8(s).is_ok());
         self.0.push(b'"');
-        self.0.extend_from_slice(s.as_bytes());
+        self.0.extend_from_slice(s);
         self.0.push(b'"');
         self
     }

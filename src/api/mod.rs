@@ -413,10 +413,6 @@ pub enum BodyError {
 pub async fn read_body(mut body: axum::body::Body, limit: usize) -> Result<Bytes, BodyError> {
     use axum::body::HttpBody;
     use http_body_util::BodyExt;
-    // A request without a body (every session get but JSON-RPC's) reads nothing.
-    if body.is_end_stream() {
-        return Ok(Bytes::new());
-    }
     if body.size_hint().lower() > limit as u64 {
         return Err(BodyError::TooLarge);
     }
@@ -462,8 +458,14 @@ where
     type Rejection = Infallible;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Infallible> {
+        let body = req.into_body();
+        // A request without a body (every session get but JSON-RPC's) reads
+        // nothing, and takes no copy of the state for the limit.
+        if axum::body::HttpBody::is_end_stream(&body) {
+            return Ok(LimitedBytes(Ok(Bytes::new())));
+        }
         let limit = AppState::from_ref(state).http.max_body_bytes;
-        Ok(LimitedBytes(read_body(req.into_body(), limit).await))
+        Ok(LimitedBytes(read_body(body, limit).await))
     }
 }
 

@@ -198,11 +198,7 @@ impl<'a> Reader<'a> {
 
     /// Consumes `null` if that is what comes next.
     fn null(&mut self) -> bool {
-        let found = self.peek().is_some() && self.text.as_bytes()[self.at..].starts_with(b"null");
-        if found {
-            self.at += 4;
-        }
-        found
+        self.literal("null").is_some()
     }
 
     fn literal(&mut self, word: &str) -> Option<()> {
