@@ -237,6 +237,14 @@ impl SqliteStore {
     }
 }
 
+/// What every session of a commit gets when one of them failed in a way that may
+/// have left the transaction in an unknown state (the cause is logged, once).
+fn writer_failed() -> StoreError {
+    StoreError::backend(anyhow::anyhow!(
+        "creating a session failed; the sessions committed with it were rolled back"
+    ))
+}
+
 /// What a login gets if the [`SessionWriter`] task is gone (the runtime is stopping).
 fn writer_stopped() -> StoreError {
     StoreError::backend(anyhow::anyhow!("the session writer has stopped"))
@@ -330,20 +338,27 @@ impl SessionWriter {
         };
         let mut outcomes = Vec::with_capacity(batch.len());
         for job in batch {
-            let outcome = match sqlx::query("SAVEPOINT create_session")
-                .execute(&mut *tx)
-                .await
-            {
-                Ok(_) => create_in(&mut tx, &job.new, job.limit, job.event.as_ref()).await,
-                Err(e) => Err(backend(e)),
-            };
-            let end = if outcome.is_ok() {
-                "RELEASE create_session"
-            } else {
-                "ROLLBACK TO create_session; RELEASE create_session"
-            };
-            if let Err(e) = sqlx::raw_sql(end).execute(&mut *tx).await {
-                return all_fail(&e);
+            let outcome = create_in(&mut tx, &job.new, job.limit, job.event.as_ref()).await;
+            // A created session's savepoint stays open (the commit releases them all);
+            // a refused one's is rolled back, `ROLLBACK TO` naming the newest
+            // savepoint, its own. A refusal is only ever decided after the savepoint
+            // was taken; after any other failure that is not known, and the whole
+            // transaction goes.
+            match &outcome {
+                Ok(_) => {}
+                Err(StoreError::Conflict(_) | StoreError::NotFound | StoreError::LimitReached) => {
+                    if let Err(e) =
+                        sqlx::raw_sql("ROLLBACK TO create_session; RELEASE create_session")
+                            .execute(&mut *tx)
+                            .await
+                    {
+                        return all_fail(&e);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "creating a session failed");
+                    return batch.iter().map(|_| Err(writer_failed())).collect();
+                }
             }
             outcomes.push(outcome);
         }
@@ -354,9 +369,63 @@ impl SessionWriter {
     }
 }
 
-/// One new session (and its audit event) inside `tx`: the per-user limit applied
-/// (evicting or refusing), a browser session id taken, the row inserted. Returns
-/// the browser session id and the sessions evicted.
+/// Creating a session, from its savepoint to its audit event, is one round trip to
+/// the connection's thread (sqlx runs the statements of one query in turn, taking
+/// `?N` from the one argument list): seven round trips per login, each a wake-up
+/// of that thread and then of a runtime worker, had made the context switches of
+/// a burst of logins a tenth of its CPU beside Argon2 (bench/PROFILE.md).
+///
+/// `?1` is the user; the browser session id is the user's counter, read by the
+/// insert after the update moved it on; the update's `RETURNING` row is how the
+/// caller knows the user exists (without it, nothing was inserted).
+macro_rules! create_statements {
+    ($savepoint:expr, $audit:expr) => {
+        concat!(
+            $savepoint,
+            "UPDATE users SET next_browser_session_id = next_browser_session_id + 1 \
+             WHERE id = ?1 RETURNING next_browser_session_id - 1; \
+             INSERT INTO sessions (",
+            session_cols!(),
+            ", deadline_at) SELECT ?2, ?3, ?1, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
+             next_browser_session_id - 1, ?11, ?11, ?12, ?13, NULL, NULL, ?14 \
+             FROM users WHERE id = ?1;",
+            $audit
+        )
+    };
+}
+
+/// The audit event's insert in [`create_statements`], its values from `?15`.
+macro_rules! audit_insert_numbered {
+    () => {
+        " INSERT INTO audit_events (at, kind, actor_id, actor_name, subject_id, \
+         subject_name, session_id, source, dialect, detail) \
+         VALUES (?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24);"
+    };
+}
+
+/// Where a session's writes start: rolled back to if it is refused.
+macro_rules! savepoint {
+    () => {
+        "SAVEPOINT create_session; "
+    };
+}
+
+/// [`create_statements`] by (opens its own savepoint, writes an audit event).
+const CREATE_STATEMENTS: [[&str; 2]; 2] = [
+    [
+        create_statements!("", ""),
+        create_statements!("", audit_insert_numbered!()),
+    ],
+    [
+        create_statements!(savepoint!(), ""),
+        create_statements!(savepoint!(), audit_insert_numbered!()),
+    ],
+];
+
+/// One new session (and its audit event) inside `tx`, under a savepoint of its
+/// own named `create_session` that it leaves open (see [`SessionWriter`]): the
+/// per-user limit applied (evicting or refusing), a browser session id taken, the
+/// row inserted. Returns the browser session id and the sessions evicted.
 async fn create_in(
     tx: &mut sqlx::Transaction<'_, Sqlite>,
     new: &NewSession,
@@ -370,6 +439,10 @@ async fn create_in(
         SessionLimit::Deny(n) | SessionLimit::EvictOldest(n) => Some(n as usize),
     };
     if let Some(max) = max {
+        sqlx::raw_sql(savepoint!())
+            .execute(&mut **tx)
+            .await
+            .map_err(backend)?;
         let live: Vec<String> = sqlx::query_scalar(
             "SELECT id FROM sessions WHERE user_id = ? AND ended_at IS NULL AND deadline_at > ? \
              ORDER BY created_at ASC, id ASC",
@@ -402,46 +475,43 @@ async fn create_in(
             }
         }
     }
-    let bsid: Option<i64> = sqlx::query_scalar(
-        "UPDATE users SET next_browser_session_id = next_browser_session_id + 1 \
-         WHERE id = ? RETURNING next_browser_session_id - 1",
-    )
-    .bind(new.user_id.0)
-    .fetch_optional(&mut **tx)
-    .await
-    .map_err(backend)?;
-    let bsid = bsid.ok_or(StoreError::NotFound)?;
     let idle_ms = duration_millis(new.idle_timeout);
     let deadline = now
         .saturating_add(idle_ms)
         .min(new.expires_at.unix_millis());
-    sqlx::query(concat!(
-        "INSERT INTO sessions (",
-        session_cols!(),
-        ", deadline_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?)"
-    ))
-    .bind(id_text(new.id))
-    .bind(new.token_hash.as_bytes().as_slice())
-    .bind(new.user_id.0)
-    .bind(&new.user_name)
-    .bind(&new.client.host)
-    .bind(&new.client.user_agent)
-    .bind(&new.client.device_id)
-    .bind(&new.client.description)
-    .bind(new.console_type.code())
-    .bind(new.dialect.key())
-    .bind(bsid)
-    .bind(now)
-    .bind(now)
-    .bind(idle_ms)
-    .bind(new.expires_at.unix_millis())
-    .bind(deadline)
-    .execute(&mut **tx)
-    .await
-    .map_err(backend)?;
-    if let Some(event) = event {
-        insert_audit(&mut **tx, event).await?;
-    }
+    let sql = CREATE_STATEMENTS[usize::from(max.is_none())][usize::from(event.is_some())];
+    let query = sqlx::query_scalar::<_, i64>(sql)
+        .bind(new.user_id.0)
+        .bind(id_text(new.id))
+        .bind(new.token_hash.as_bytes().as_slice())
+        .bind(&new.user_name)
+        .bind(&new.client.host)
+        .bind(&new.client.user_agent)
+        .bind(&new.client.device_id)
+        .bind(&new.client.description)
+        .bind(new.console_type.code())
+        .bind(new.dialect.key())
+        .bind(now)
+        .bind(idle_ms)
+        .bind(new.expires_at.unix_millis())
+        .bind(deadline);
+    let query = match event {
+        Some(e) => query
+            .bind(e.at.unix_millis())
+            .bind(e.kind.key())
+            .bind(e.actor.as_ref().map(|u| u.id.0))
+            .bind(e.actor.as_ref().map(|u| u.name.as_str()))
+            .bind(e.subject.as_ref().map(|u| u.id.0))
+            .bind(e.subject.as_ref().map(|u| u.name.as_str()))
+            .bind(e.session_id.map(id_text))
+            .bind(&e.source)
+            .bind(e.dialect.map(Dialect::key))
+            .bind(&e.detail),
+        None => query,
+    };
+    // The rows of every statement: the update's one, if the user exists.
+    let bsid = query.fetch_all(&mut **tx).await.map_err(backend)?;
+    let bsid = *bsid.first().ok_or(StoreError::NotFound)?;
     Ok((bsid, evicted))
 }
 
@@ -1232,6 +1302,57 @@ mod tests {
         );
         assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
         assert_eq!(next.expect("created").session.browser_session_id, 6);
+
+        // Refusals between successes, sent together so that they share commits: each
+        // refusal undoes its own writes (its session, its event) and nobody else's.
+        let audited = |new: NewSession| {
+            let event = NewAuditEvent {
+                at: now,
+                kind: AuditKind::LoginSucceeded,
+                actor: None,
+                subject: None,
+                session_id: Some(new.id),
+                source: String::new(),
+                dialect: Some(Dialect::Commvault),
+                detail: String::new(),
+            };
+            store.create_session_audited(new, SessionLimit::Unlimited, event)
+        };
+        let mut nobody = session_with(fresh_hash());
+        nobody.user_id = UserId(user.id.0 + 1000);
+        let (first, second) = (session_with(fresh_hash()), session_with(fresh_hash()));
+        let (first_hash, second_hash) = (first.token_hash, second.token_hash);
+        let (a, dup, b, unknown) = tokio::join!(
+            audited(first),
+            audited(session_with(taken)),
+            audited(second),
+            audited(nobody),
+        );
+        assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+        assert!(matches!(unknown, Err(StoreError::NotFound)), "{unknown:?}");
+        let ids = [a, b].map(|c| c.expect("created").session.browser_session_id);
+        assert_eq!(ids, [7, 8]);
+        for hash in [first_hash, second_hash] {
+            assert!(
+                store
+                    .find_session_by_token(&hash)
+                    .await
+                    .expect("find")
+                    .is_some()
+            );
+        }
+        let events = store
+            .query_audit(&AuditQuery {
+                user: None,
+                kinds: vec![AuditKind::LoginSucceeded],
+                since: None,
+                until: None,
+                before_id: None,
+                limit: 100,
+            })
+            .await
+            .expect("audit");
+        assert_eq!(events.len(), 5 + 2);
     }
 
     /// The writer's warm-up reads the token-hash index alone, not the table.
