@@ -168,7 +168,7 @@ impl Service {
     ///
     /// With a store that publishes a session generation, a session found live is
     /// served from the in-process cache until the generation moves (see `cache.rs`).
-    pub async fn authenticate(&self, token: &str) -> ServiceResult<Caller> {
+    pub async fn authenticate(&self, token: &[u8]) -> ServiceResult<Caller> {
         let token = SessionToken::parse(token).ok_or(ServiceError::Unauthenticated)?;
         let hash = token.hash();
         let now = self.now();
@@ -253,7 +253,7 @@ impl Service {
     /// working. An ended or expired session cannot be renewed.
     pub async fn renew(
         &self,
-        token: &str,
+        token: &[u8],
         origin: &Origin,
     ) -> ServiceResult<(Caller, SessionToken)> {
         let caller = self.authenticate(token).await?;

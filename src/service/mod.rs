@@ -546,7 +546,7 @@ mod touch_bound_tests {
         );
         clock.advance(Duration::from_secs(5));
         let touched_at = clock.now();
-        svc.authenticate(&token.to_hex()).await.unwrap();
+        svc.authenticate(token.to_hex().as_bytes()).await.unwrap();
         let stored = |s: Arc<dyn Store>| async move {
             s.get_session(session.id)
                 .await
@@ -567,7 +567,7 @@ mod touch_bound_tests {
         // A touch pending at shutdown is written by the background task's last flush.
         clock.advance(Duration::from_secs(5));
         let last = clock.now();
-        svc.authenticate(&token.to_hex()).await.unwrap();
+        svc.authenticate(token.to_hex().as_bytes()).await.unwrap();
         stop.cancel();
         background.await.unwrap();
         assert_eq!(stored(store.clone()).await, last);

@@ -943,7 +943,13 @@ async fn a_stalled_subscriber_does_not_hold_up_logins() {
     let mut held = app
         .state
         .service
-        .subscribe_events(&app.state.service.authenticate(&token).await.unwrap())
+        .subscribe_events(
+            &app.state
+                .service
+                .authenticate(token.as_bytes())
+                .await
+                .unwrap(),
+        )
         .await
         .unwrap();
     // More events than a subscriber may fall behind by: logins still return.

@@ -643,7 +643,9 @@ async fn shutdown_writes_pending_last_access_times() {
     assert_eq!(status.code(), Some(0));
 
     let reopened = sessiond::store::open(&store).await.unwrap();
-    let hash = SessionToken::parse(secret_of(&token)).unwrap().hash();
+    let hash = SessionToken::parse(secret_of(&token).as_bytes())
+        .unwrap()
+        .hash();
     let session = reopened
         .find_session_by_token(&hash)
         .await

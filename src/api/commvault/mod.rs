@@ -24,7 +24,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, Method, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, any, delete, get, post};
 use secrecy::SecretString;
@@ -139,10 +139,12 @@ impl FromRequestParts<AppState> for CvCaller {
     ) -> Result<Self, Self::Rejection> {
         // The answer format matters only for a refusal (the handler reads its own).
         let fmt = || Format::from_headers(&parts.headers);
+        // The header's bytes: the token's parse checks them (a header value's own
+        // text check would double that work on every request).
         let token = parts
             .headers
             .get(AUTHTOKEN)
-            .and_then(|v| v.to_str().ok())
+            .map(HeaderValue::as_bytes)
             .ok_or_else(|| CvError::unauthenticated(fmt()))?;
         state
             .service
@@ -154,10 +156,10 @@ impl FromRequestParts<AppState> for CvCaller {
 }
 
 /// `QSDK <hex>` → `<hex>`; anything else as it is.
-fn strip_qsdk(token: &str) -> &str {
-    let t = token.trim();
-    match t.get(..5) {
-        Some(p) if p.eq_ignore_ascii_case("qsdk ") => t[5..].trim_start(),
+fn strip_qsdk(token: &[u8]) -> &[u8] {
+    let t = token.trim_ascii();
+    match t.split_at_checked(5) {
+        Some((p, rest)) if p.eq_ignore_ascii_case(b"qsdk ") => rest.trim_ascii_start(),
         _ => t,
     }
 }
@@ -351,7 +353,10 @@ async fn renew(
         .ok_or_else(|| CvError::unauthenticated(fmt))?;
     let (_, fresh) = st
         .service
-        .renew(strip_qsdk(&token), &addr.origin(Dialect::Commvault))
+        .renew(
+            strip_qsdk(token.as_bytes()),
+            &addr.origin(Dialect::Commvault),
+        )
         .await
         .map_err(svc(fmt))?;
     Ok(render::renewed(fmt, &fresh))
@@ -601,10 +606,10 @@ mod tests {
 
     #[test]
     fn qsdk_prefix_is_optional_and_case_insensitive() {
-        assert_eq!(strip_qsdk("QSDK abc"), "abc");
-        assert_eq!(strip_qsdk("qsdk   abc "), "abc");
-        assert_eq!(strip_qsdk("abc"), "abc");
-        assert_eq!(strip_qsdk("QSD"), "QSD");
+        assert_eq!(strip_qsdk(b"QSDK abc"), b"abc");
+        assert_eq!(strip_qsdk(b"qsdk   abc "), b"abc");
+        assert_eq!(strip_qsdk(b"abc"), b"abc");
+        assert_eq!(strip_qsdk(b"QSD"), b"QSD");
     }
 
     #[test]

@@ -21,13 +21,17 @@ impl Format {
     /// From `Accept`: JSON when it names JSON before (or without) XML; XML otherwise,
     /// including when `Accept` is absent or `*/*` (Commvault's own default).
     pub fn from_headers(headers: &HeaderMap) -> Format {
-        let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        let Some(accept) = headers.get(header::ACCEPT) else {
             return Format::Xml;
         };
-        // What cvpysdk and most clients send, decided without a search.
-        if accept.eq_ignore_ascii_case("application/json") {
+        // What cvpysdk and most clients send, decided without a search (or the
+        // header's text check).
+        if accept.as_bytes().eq_ignore_ascii_case(b"application/json") {
             return Format::Json;
         }
+        let Ok(accept) = accept.to_str() else {
+            return Format::Xml;
+        };
         match (
             find_ignore_case(accept, "json"),
             find_ignore_case(accept, "xml"),

@@ -22,7 +22,9 @@ pub struct NativeCaller(pub Caller);
 
 /// A credential a request presented, before it is checked.
 enum Credential<'a> {
-    Bearer(&'a str),
+    /// The token as the header's bytes (the token's parse checks them; a header
+    /// value's own text check would double that work on every request).
+    Bearer(&'a [u8]),
     ConsoleCookie(String),
 }
 
@@ -35,13 +37,10 @@ fn credential(parts: &Parts) -> Result<Option<Credential<'_>>, NativeError> {
                 .map(Credential::ConsoleCookie),
         );
     };
-    let value = value
-        .to_str()
-        .map_err(|_| NativeError::Service(ServiceError::Unauthenticated))?
-        .trim();
-    match value.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
-            Ok(Some(Credential::Bearer(token.trim())))
+    let value = value.as_bytes().trim_ascii();
+    match value.iter().position(|&b| b == b' ') {
+        Some(i) if value[..i].eq_ignore_ascii_case(b"bearer") => {
+            Ok(Some(Credential::Bearer(value[i + 1..].trim_ascii())))
         }
         _ => Err(NativeError::Service(ServiceError::Unauthenticated)),
     }
@@ -59,7 +58,7 @@ impl FromRequestParts<AppState> for NativeCaller {
                 Ok(NativeCaller(state.service.authenticate(token).await?))
             }
             Some(Credential::ConsoleCookie(token)) => {
-                let caller = state.service.authenticate(&token).await?;
+                let caller = state.service.authenticate(token.as_bytes()).await?;
                 let safe = parts.method == Method::GET || parts.method == Method::HEAD;
                 let presented = parts
                     .headers

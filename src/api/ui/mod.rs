@@ -123,7 +123,7 @@ impl FromRequestParts<AppState> for UiCaller {
     ) -> Result<Self, Self::Rejection> {
         let token = websession::cookie_value(&parts.headers, websession::SESSION_COOKIE)
             .ok_or(UiError::SignIn)?;
-        match state.service.authenticate(&token).await {
+        match state.service.authenticate(token.as_bytes()).await {
             Ok(caller) => Ok(UiCaller { caller, token }),
             Err(ServiceError::Unauthenticated) => Err(UiError::SignIn),
             Err(e) => Err(e.into()),

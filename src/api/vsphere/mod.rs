@@ -166,7 +166,7 @@ async fn login(
 /// The caller a session id names; no id at all is `NoCredentials`.
 async fn authenticate(st: &AppState, session_id: Option<&str>) -> Result<Caller, VsError> {
     let id = session_id.ok_or(VsError::NoCredentials)?;
-    Ok(st.service.authenticate(id.trim()).await?)
+    Ok(st.service.authenticate(id.trim().as_bytes()).await?)
 }
 
 /// The `vmware-api-session-id` header, if sent.
