@@ -105,6 +105,10 @@ async fn two_instances_share_one_store(store: String, env: Vec<(String, String)>
         Node::start(store.clone(), env.clone())
     );
     let (token, user) = a.login().await;
+    // Times have millisecond resolution, and B's touch is told from the creation
+    // below by being later: a fast machine could otherwise do both in one
+    // millisecond (not a wait for anything to expire).
+    tokio::time::sleep(Duration::from_millis(2)).await;
 
     let on_b = b.session_list(&token, &user).await;
     assert_eq!(on_b.len(), 1, "{on_b:?}");
