@@ -120,7 +120,7 @@ impl JsonText {
 
     /// The text as a 200 answer with the given `Content-Type` (usually
     /// [`APPLICATION_JSON`](super::APPLICATION_JSON)).
-    pub fn answer(self, content_type: &'static str) -> Response {
+    pub fn answer(self, content_type: axum::http::HeaderValue) -> Response {
         super::typed_answer(self.0, content_type)
     }
 }

@@ -17,7 +17,7 @@ use crate::service::{Origin, Service};
 use axum::Router;
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use bytes::Bytes;
 use ipnet::IpNet;
@@ -165,8 +165,10 @@ impl Serialize for WireTime {
 /// Enough for a session with its user; larger answers grow as usual.
 const JSON_BUFFER: usize = 1024;
 
-/// The `Content-Type` of the vSphere and native JSON answers.
-pub const APPLICATION_JSON: &str = "application/json";
+/// The `Content-Type` of the vSphere and native JSON answers. Header values are
+/// constants, made (and checked) once at compile time: `HeaderValue::from_static`
+/// with a runtime argument checks every byte of it on every answer.
+pub const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 impl<T: Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> axum::response::Response {
@@ -179,7 +181,7 @@ impl<T: Serialize> IntoResponse for Json<T> {
 /// answered 500 with no detail.
 pub fn json_answer<T: Serialize + ?Sized>(
     value: &T,
-    content_type: &'static str,
+    content_type: HeaderValue,
 ) -> axum::response::Response {
     let mut buf = Vec::with_capacity(JSON_BUFFER);
     match serde_json::to_writer(&mut buf, value) {
@@ -193,12 +195,10 @@ pub fn json_answer<T: Serialize + ?Sized>(
 
 /// A 200 answer of `body` with the given `Content-Type`, built directly (a `Vec`'s
 /// own `into_response` sets a `Content-Type` that the tuple form then replaces).
-pub fn typed_answer(body: Vec<u8>, content_type: &'static str) -> axum::response::Response {
+pub fn typed_answer(body: Vec<u8>, content_type: HeaderValue) -> axum::response::Response {
     let mut resp = axum::response::Response::new(axum::body::Body::from(body));
-    resp.headers_mut().insert(
-        axum::http::header::CONTENT_TYPE,
-        axum::http::HeaderValue::from_static(content_type),
-    );
+    resp.headers_mut()
+        .insert(axum::http::header::CONTENT_TYPE, content_type);
     resp
 }
 

@@ -69,8 +69,12 @@ fn find_ignore_case(text: &str, needle: &str) -> Option<usize> {
         .position(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
+/// The `Content-Type` of an XML answer.
+pub const XML_CONTENT_TYPE: HeaderValue = HeaderValue::from_static("application/xml;charset=utf-8");
+
 /// The `Content-Type` of a JSON answer.
-pub const JSON_CONTENT_TYPE: &str = "application/json;charset=utf-8";
+pub const JSON_CONTENT_TYPE: HeaderValue =
+    HeaderValue::from_static("application/json;charset=utf-8");
 
 pub fn json_response<T: Serialize + ?Sized>(value: &T) -> Response {
     crate::api::json_answer(value, JSON_CONTENT_TYPE)
@@ -126,14 +130,7 @@ impl XmlDoc {
 
 impl IntoResponse for XmlDoc {
     fn into_response(self) -> Response {
-        (
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/xml;charset=utf-8"),
-            )],
-            self.into_bytes(),
-        )
-            .into_response()
+        crate::api::typed_answer(self.into_bytes(), XML_CONTENT_TYPE)
     }
 }
 
