@@ -46,6 +46,14 @@ macro_rules! session_cols {
     };
 }
 
+/// The columns an audit insert writes, in [`bind_audit`]'s order.
+macro_rules! audit_cols {
+    () => {
+        "at, kind, actor_id, actor_name, subject_id, subject_name, session_id, source, \
+         dialect, detail"
+    };
+}
+
 macro_rules! user_cols {
     () => {
         "id, name, guid, full_name, email, description, enabled, roles, password_hash, \
@@ -397,9 +405,11 @@ macro_rules! create_statements {
 /// The audit event's insert in [`create_statements`], its values from `?15`.
 macro_rules! audit_insert_numbered {
     () => {
-        " INSERT INTO audit_events (at, kind, actor_id, actor_name, subject_id, \
-         subject_name, session_id, source, dialect, detail) \
-         VALUES (?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24);"
+        concat!(
+            " INSERT INTO audit_events (",
+            audit_cols!(),
+            ") VALUES (?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24);"
+        )
     };
 }
 
@@ -480,7 +490,7 @@ async fn create_in(
         .saturating_add(idle_ms)
         .min(new.expires_at.unix_millis());
     let sql = CREATE_STATEMENTS[usize::from(max.is_none())][usize::from(event.is_some())];
-    let query = sqlx::query_scalar::<_, i64>(sql)
+    let query = sqlx::query(sql)
         .bind(new.user_id.0)
         .bind(id_text(new.id))
         .bind(new.token_hash.as_bytes().as_slice())
@@ -496,22 +506,16 @@ async fn create_in(
         .bind(new.expires_at.unix_millis())
         .bind(deadline);
     let query = match event {
-        Some(e) => query
-            .bind(e.at.unix_millis())
-            .bind(e.kind.key())
-            .bind(e.actor.as_ref().map(|u| u.id.0))
-            .bind(e.actor.as_ref().map(|u| u.name.as_str()))
-            .bind(e.subject.as_ref().map(|u| u.id.0))
-            .bind(e.subject.as_ref().map(|u| u.name.as_str()))
-            .bind(e.session_id.map(id_text))
-            .bind(&e.source)
-            .bind(e.dialect.map(Dialect::key))
-            .bind(&e.detail),
+        Some(e) => bind_audit(query, e),
         None => query,
     };
     // The rows of every statement: the update's one, if the user exists.
-    let bsid = query.fetch_all(&mut **tx).await.map_err(backend)?;
-    let bsid = *bsid.first().ok_or(StoreError::NotFound)?;
+    let rows = query.fetch_all(&mut **tx).await.map_err(backend)?;
+    let bsid = rows
+        .first()
+        .ok_or(StoreError::NotFound)?
+        .try_get::<i64, _>(0)
+        .map_err(backend)?;
     Ok((bsid, evicted))
 }
 
@@ -1134,25 +1138,37 @@ fn push_list_sessions(qb: &mut QueryBuilder<Sqlite>, q: &SessionQuery) {
         .push_bind(limit_i64(q.limit));
 }
 
+/// `e`'s ten values, in the column order of every audit insert here.
+fn bind_audit<'q>(
+    query: sqlx::query::Query<'q, Sqlite, <Sqlite as sqlx::Database>::Arguments>,
+    e: &'q NewAuditEvent,
+) -> sqlx::query::Query<'q, Sqlite, <Sqlite as sqlx::Database>::Arguments> {
+    query
+        .bind(e.at.unix_millis())
+        .bind(e.kind.key())
+        .bind(e.actor.as_ref().map(|u| u.id.0))
+        .bind(e.actor.as_ref().map(|u| u.name.as_str()))
+        .bind(e.subject.as_ref().map(|u| u.id.0))
+        .bind(e.subject.as_ref().map(|u| u.name.as_str()))
+        .bind(e.session_id.map(id_text))
+        .bind(&e.source)
+        .bind(e.dialect.map(Dialect::key))
+        .bind(&e.detail)
+}
+
 /// Inserts one audit event, on the pool or inside a transaction.
 async fn insert_audit<'c, E>(exec: E, e: &NewAuditEvent) -> StoreResult<()>
 where
     E: sqlx::Executor<'c, Database = Sqlite>,
 {
-    sqlx::query(
-        "INSERT INTO audit_events (at, kind, actor_id, actor_name, subject_id, subject_name, \
-         session_id, source, dialect, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    bind_audit(
+        sqlx::query(concat!(
+            "INSERT INTO audit_events (",
+            audit_cols!(),
+            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )),
+        e,
     )
-    .bind(e.at.unix_millis())
-    .bind(e.kind.key())
-    .bind(e.actor.as_ref().map(|u| u.id.0))
-    .bind(e.actor.as_ref().map(|u| u.name.as_str()))
-    .bind(e.subject.as_ref().map(|u| u.id.0))
-    .bind(e.subject.as_ref().map(|u| u.name.as_str()))
-    .bind(e.session_id.map(id_text))
-    .bind(&e.source)
-    .bind(e.dialect.map(Dialect::key))
-    .bind(&e.detail)
     .execute(exec)
     .await
     .map_err(backend)?;
