@@ -1,19 +1,26 @@
-//! Argon2id password hashing, run on the blocking thread pool so that a burst of
-//! logins never stalls the async workers that validate sessions.
+//! Argon2id password hashing, on threads of its own (one per core) so that a burst
+//! of logins never stalls the async workers that validate sessions.
 //!
-//! Verification computes in working memory kept between verifications (one buffer
-//! per permit, [`MemoryPool`]) rather than in a fresh zeroed allocation of
-//! `memory_kib` each time: the allocation, its zeroing and its page faults were a
-//! tenth of a login's CPU, and reuse also bounds the memory Argon2 keeps.
+//! A login hands its verification to the hashers through one queue and awaits the
+//! answer. A hasher that finishes takes the next job at once, with no hand-over
+//! through the async runtime: a semaphore and `spawn_blocking` cost two thread
+//! wake-ups per hash (the waiting login's worker, then the blocking thread), each
+//! of which preempted a hash in progress on a machine whose cores all hash.
+//!
+//! Each hasher verifies in working memory it keeps between verifications rather
+//! than in a fresh zeroed allocation of `memory_kib` each time: the allocation,
+//! its zeroing and its page faults were a tenth of a login's CPU, and reuse also
+//! bounds the memory Argon2 keeps (one buffer per hasher).
 
 use super::error::{ServiceError, ServiceResult};
 use crate::domain::PasswordHash;
 use argon2::password_hash::PasswordHasher;
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use secrecy::{ExposeSecret, SecretString};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 
 /// Argon2id cost parameters (OWASP's minimum by default: 19 MiB, 2 passes, 1 lane).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -46,22 +53,35 @@ impl Argon2Config {
 pub const MIN_PASSWORD_CHARS: usize = 8;
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 
-/// Hashes and verifies passwords with a bounded number of concurrent hashes.
+/// Hashes and verifies passwords on dedicated hasher threads, as many as cores.
+/// The threads end when the last clone is dropped.
 #[derive(Clone)]
 pub struct Passwords {
     inner: Arc<Inner>,
 }
 
 struct Inner {
+    shared: Arc<Shared>,
+    jobs: flume::Sender<Job>,
+}
+
+/// What the hashers read.
+struct Shared {
     argon: Argon2<'static>,
     /// A hash of a random password: unknown users are verified against it, so that
     /// they cost the same time as known ones.
     dummy: String,
-    permits: Arc<Semaphore>,
-    memory: MemoryPool,
     /// How many verifications ran (known and unknown users alike).
     verifications: AtomicU64,
 }
+
+/// A hasher's own state: the shared parameters and its working memory.
+struct Hasher {
+    shared: Arc<Shared>,
+    memory: Vec<Block>,
+}
+
+type Job = Box<dyn FnOnce(&mut Hasher) + Send>;
 
 impl Passwords {
     pub fn new(cfg: Argon2Config) -> anyhow::Result<Self> {
@@ -75,15 +95,32 @@ impl Passwords {
             .hash_password(&random)
             .map_err(|e| anyhow::anyhow!("argon2: {e}"))?
             .to_string();
+        let shared = Arc::new(Shared {
+            argon,
+            dummy,
+            verifications: AtomicU64::new(0),
+        });
+        let (jobs, queue) = flume::unbounded::<Job>();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        for i in 0..cores {
+            let queue = queue.clone();
+            let mut hasher = Hasher {
+                shared: Arc::clone(&shared),
+                memory: Vec::new(),
+            };
+            std::thread::Builder::new()
+                .name(format!("sessiond-argon2-{i}"))
+                .spawn(move || {
+                    // Ends when every sender is gone. A job that panics loses only
+                    // its own answer (its caller sees the channel closed).
+                    while let Ok(job) = queue.recv() {
+                        let _ = catch_unwind(AssertUnwindSafe(|| job(&mut hasher)));
+                    }
+                })
+                .map_err(|e| anyhow::anyhow!("starting a hasher thread: {e}"))?;
+        }
         Ok(Passwords {
-            inner: Arc::new(Inner {
-                argon,
-                dummy,
-                permits: Arc::new(Semaphore::new(cores)),
-                memory: MemoryPool::new(cores),
-                verifications: AtomicU64::new(0),
-            }),
+            inner: Arc::new(Inner { shared, jobs }),
         })
     }
 
@@ -91,8 +128,8 @@ impl Passwords {
     pub async fn hash(&self, password: &SecretString) -> ServiceResult<PasswordHash> {
         check_policy(password.expose_secret())?;
         let pw = password.clone();
-        self.blocking(move |inner| {
-            inner
+        self.on_hasher(move |h| {
+            h.shared
                 .argon
                 .hash_password(pw.expose_secret().as_bytes())
                 .map(|h| PasswordHash(h.to_string()))
@@ -110,13 +147,13 @@ impl Passwords {
     ) -> ServiceResult<bool> {
         let pw = password.clone();
         let hash = hash.map(|h| h.0.clone());
-        self.blocking(move |inner| {
-            inner.verifications.fetch_add(1, Ordering::Relaxed);
+        self.on_hasher(move |h| {
+            h.shared.verifications.fetch_add(1, Ordering::Relaxed);
             let bytes = pw.expose_secret().as_bytes();
             match &hash {
-                Some(h) => verify_in(&inner.memory, bytes, h),
+                Some(hash) => verify_in(&mut h.memory, bytes, hash),
                 None => {
-                    let _ = verify_in(&inner.memory, bytes, &inner.dummy);
+                    let _ = verify_in(&mut h.memory, bytes, &h.shared.dummy);
                     false
                 }
             }
@@ -126,67 +163,36 @@ impl Passwords {
 
     /// How many password verifications have run, against a real or the dummy hash.
     pub fn verifications(&self) -> u64 {
-        self.inner.verifications.load(Ordering::Relaxed)
+        self.inner.shared.verifications.load(Ordering::Relaxed)
     }
 
-    async fn blocking<T: Send + 'static>(
+    /// Runs `f` on the next free hasher and awaits its answer. A caller that gives
+    /// up (its request dropped) before a hasher reaches its job costs no hash.
+    async fn on_hasher<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Inner) -> T + Send + 'static,
+        f: impl FnOnce(&mut Hasher) -> T + Send + 'static,
     ) -> ServiceResult<T> {
-        let permit = Arc::clone(&self.inner.permits)
-            .acquire_owned()
-            .await
-            .map_err(|e| ServiceError::Unavailable(e.into()))?;
-        let inner = Arc::clone(&self.inner);
-        // The permit is released on the blocking thread as soon as the hash is done,
-        // not when this task is next polled: the next login starts hashing at once.
-        tokio::task::spawn_blocking(move || {
-            let out = f(&inner);
-            drop(permit);
-            out
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |hasher| {
+            if !reply.is_closed() {
+                let _ = reply.send(f(hasher));
+            }
+        });
+        self.inner
+            .jobs
+            .send(job)
+            .map_err(|_| ServiceError::Unavailable(anyhow::anyhow!("the hashers have stopped")))?;
+        answer.await.map_err(|_| {
+            ServiceError::Unavailable(anyhow::anyhow!("a password hash failed unexpectedly"))
         })
-        .await
-        .map_err(|e| ServiceError::Unavailable(e.into()))
-    }
-}
-
-/// Argon2 working memory kept for reuse: at most one buffer per permit.
-struct MemoryPool {
-    free: Mutex<Vec<Vec<Block>>>,
-    keep: usize,
-}
-
-impl MemoryPool {
-    fn new(keep: usize) -> Self {
-        MemoryPool {
-            free: Mutex::new(Vec::new()),
-            keep,
-        }
-    }
-
-    /// A buffer of at least `blocks` blocks (contents unspecified: Argon2 writes
-    /// every block before it reads it).
-    fn take(&self, blocks: usize) -> Vec<Block> {
-        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
-        match free.iter().position(|b| b.len() >= blocks) {
-            Some(i) => free.swap_remove(i),
-            None => vec![Block::new(); blocks],
-        }
-    }
-
-    fn give(&self, buffer: Vec<Block>) {
-        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
-        if free.len() < self.keep {
-            free.push(buffer);
-        }
     }
 }
 
 /// `password` against the PHC string `hash` (any Argon2 variant, version and
 /// parameters the string names), computed in pooled memory; the outputs are
 /// compared in constant time. What `PasswordVerifier::verify_password` does, minus
-/// its fresh allocation.
-fn verify_in(pool: &MemoryPool, password: &[u8], hash: &str) -> bool {
+/// its fresh allocation: `memory` grows to the largest cost seen and is kept.
+fn verify_in(memory: &mut Vec<Block>, password: &[u8], hash: &str) -> bool {
     use subtle::ConstantTimeEq;
     let Ok(parsed) = argon2::PasswordHash::new(hash) else {
         return false;
@@ -210,10 +216,11 @@ fn verify_in(pool: &MemoryPool, password: &[u8], hash: &str) -> bool {
     let Some(out) = out.get_mut(..expected.len()) else {
         return false;
     };
-    let mut memory = pool.take(blocks);
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::new());
+    }
     let computed =
         argon.hash_password_into_with_memory(password, salt.as_ref(), out, &mut memory[..blocks]);
-    pool.give(memory);
     computed.is_ok() && bool::from(out.ct_eq(expected.as_bytes()))
 }
 
@@ -257,7 +264,7 @@ mod tests {
     #[test]
     fn pooled_verification_agrees_with_the_library() {
         use argon2::password_hash::PasswordVerifier;
-        let pool = MemoryPool::new(1);
+        let mut memory = Vec::new();
         let small = Argon2::new(
             Algorithm::Argon2id,
             Version::V0x13,
@@ -271,14 +278,14 @@ mod tests {
         for argon in [&small, &big, &small] {
             let h = argon.hash_password(b"correct horse").unwrap().to_string();
             assert!(argon.verify_password(b"correct horse", h.as_str()).is_ok());
-            assert!(verify_in(&pool, b"correct horse", &h), "{h}");
-            assert!(!verify_in(&pool, b"correct horse.", &h), "{h}");
-            assert!(!verify_in(&pool, b"", &h), "{h}");
+            assert!(verify_in(&mut memory, b"correct horse", &h), "{h}");
+            assert!(!verify_in(&mut memory, b"correct horse.", &h), "{h}");
+            assert!(!verify_in(&mut memory, b"", &h), "{h}");
         }
         assert_eq!(
-            pool.free.lock().unwrap().len(),
-            1,
-            "kept, and no more than one"
+            memory.len(),
+            big.params().block_count(),
+            "kept at the largest cost seen"
         );
         for bad in [
             "",
@@ -286,8 +293,32 @@ mod tests {
             "$scrypt$ln=1,r=8,p=1$c2FsdHNhbHQ$aGFzaA",
             "plain",
         ] {
-            assert!(!verify_in(&pool, b"x", bad), "{bad}");
+            assert!(!verify_in(&mut memory, b"x", bad), "{bad}");
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_verifications_each_get_their_own_answer() {
+        let p = Passwords::new(Argon2Config::TEST).unwrap();
+        let right = p.hash(&secret("correct horse")).await.unwrap();
+        let wrong = p.hash(&secret("another horse")).await.unwrap();
+        let checks = (0..64).map(|i| {
+            let (p, right, wrong) = (p.clone(), right.clone(), wrong.clone());
+            tokio::spawn(async move {
+                let hash = if i % 3 == 0 { &wrong } else { &right };
+                (
+                    i,
+                    p.verify(&secret("correct horse"), Some(hash))
+                        .await
+                        .unwrap(),
+                )
+            })
+        });
+        for check in checks.collect::<Vec<_>>() {
+            let (i, ok) = check.await.unwrap();
+            assert_eq!(ok, i % 3 != 0, "verification {i}");
+        }
+        assert_eq!(p.verifications(), 64);
     }
 
     #[tokio::test]
