@@ -12,7 +12,6 @@ use crate::telemetry;
 use anyhow::Context;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::convert::Infallible;
 use std::future::Future;
@@ -24,6 +23,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+
+mod graceful;
 
 /// Builds the service and the HTTP state from a configuration and an opened store.
 pub fn build(
@@ -82,7 +83,8 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// the grace period. Written here rather than taken from `axum-server`, whose
 /// per-connection wrapper polled two shutdown notifications and a `select!` on every
 /// wake-up of every connection (~200 instructions more per session get than this
-/// loop, `bench/PROFILE.md`); hyper's own graceful watcher polls one.
+/// loop, `bench/PROFILE.md`); hyper-util's graceful watcher polls one, and
+/// [`graceful`] reads a flag instead.
 async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -96,7 +98,7 @@ async fn serve(
     let shutting_down = state.shutting_down.clone();
     let app = api::app(state);
     let builder = auto::Builder::new(TokioExecutor::new());
-    let connections = GracefulShutdown::new();
+    let connections = graceful::Shutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     // The connection tasks, to abort those still running when the grace period
     // ends; finished ones are dropped from the list whenever it would grow.
@@ -120,19 +122,19 @@ async fn serve(
             peer,
         });
         let builder = builder.clone();
-        let watcher = connections.watcher();
         let task = match &tls {
             None => {
                 let conn = builder.serve_connection(TokioIo::new(stream), service);
-                tokio::spawn(finish(peer, watcher.watch(conn.into_owned())))
+                tokio::spawn(finish(peer, connections.watch(conn.into_owned())))
             }
             Some(acceptor) => {
                 let handshake = acceptor.accept(stream);
+                let watch = connections.watcher();
                 tokio::spawn(async move {
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
                         Ok(Ok(stream)) => {
                             let conn = builder.serve_connection(TokioIo::new(stream), service);
-                            finish(peer, watcher.watch(conn.into_owned())).await;
+                            finish(peer, watch.watch(conn.into_owned())).await;
                         }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
