@@ -45,7 +45,7 @@ struct Cli {
     /// ratios (the machine's speed drifts over minutes and jumps by a third within
     /// seconds; a ratio of adjacent runs drifts less, and a median of several
     /// ignores the jumps).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 7)]
     rounds: usize,
     /// Sessions stored (spread evenly over `--users`).
     #[arg(long, default_value_t = 1_000_000)]

@@ -321,6 +321,30 @@ mod tests {
         assert_eq!(p.verifications(), 64);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hashes_run_on_the_hasher_threads_not_the_runtime() {
+        let p = Passwords::new(Argon2Config::TEST).unwrap();
+        let (thread, in_runtime) = p
+            .on_hasher(|_| {
+                (
+                    std::thread::current().name().map(str::to_owned),
+                    tokio::runtime::Handle::try_current().is_ok(),
+                )
+            })
+            .await
+            .unwrap();
+        assert!(
+            thread
+                .as_deref()
+                .is_some_and(|n| n.starts_with("sessiond-argon2-")),
+            "{thread:?}"
+        );
+        assert!(
+            !in_runtime,
+            "no async worker (nor blocking pool) computes a hash"
+        );
+    }
+
     #[tokio::test]
     async fn enforces_the_length_policy() {
         let p = Passwords::new(Argon2Config::TEST).unwrap();
