@@ -500,6 +500,9 @@ mod tests {
             r#"{"jsonrpc":"2.0","method":"invoke","id":"1","params":{"serviceId":"s","operationId":"o","input":{"STRUCTURE":{"operation-input":{}}}}}"#,
             r#"{"jsonrpc":"2.0","method":"invoke","id":"1","params":{"serviceId":"s","operationId":"o","input":{"STRUCTURE":{"operation-input":{}}},"ctx":{"securityCtx":null}}}"#,
             r#"{"jsonrpc":"2.0","method":"invoke","id":"1","params":{"serviceId":"s","operationId":"o","input":{"STRUCTURE":{"operation-input":{}}},"ctx":{"securityCtx":{"schemeId":"com.vmware.vapi.std.security.saml_hok_token","token":"t"}}}}"#,
+            // Strings either side of the reader's short-string loop (15, 16 and 17
+            // bytes; an empty one) and a 64-byte session id.
+            r#"{"jsonrpc":"2.0","method":"invoke","id":"","params":{"serviceId":"0123456789abcde","operationId":"0123456789abcdef","input":{"STRUCTURE":{"operation-input":{}}},"ctx":{"0123456789abcdefg":"x","securityCtx":{"schemeId":"com.vmware.vapi.std.security.session_id","sessionId":"00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"}}}}"#,
             // Python's json.dumps without separators, and a pretty-printed body.
             r#"{"jsonrpc": "2.0", "method": "invoke", "id": "ü", "params": {"serviceId": "s", "operationId": "o", "input": {"STRUCTURE": {"operation-input": {}}}}}"#,
             "{\n  \"jsonrpc\": \"2.0\",\r\n\t\"method\": \"invoke\",\n  \"id\": 0,\n  \"params\": {\n    \"serviceId\": \"s\",\n    \"operationId\": \"o\",\n    \"input\": { \"STRUCTURE\" : { \"operation-input\" : { } } }\n  }\n}\n",

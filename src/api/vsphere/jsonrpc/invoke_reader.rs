@@ -132,6 +132,13 @@ impl<'a> Reader<'a> {
     /// The next byte after any whitespace, not consumed.
     fn peek(&mut self) -> Option<u8> {
         let bytes = self.text.as_bytes();
+        // Every token starts with a byte above the space: one comparison when no
+        // whitespace comes first (the usual compact body).
+        if let Some(&b) = bytes.get(self.at)
+            && b > b' '
+        {
+            return Some(b);
+        }
         while let Some(&b) = bytes.get(self.at) {
             if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
                 return Some(b);
