@@ -7,8 +7,8 @@
 //! contend for (`bench/PROFILE.md`). Here a connection polls that future only when
 //! it has not registered its task's waker yet, or once shutdown has begun (a flag
 //! set before the notification is sent); on every other wake-up it reads one atomic
-//! that does not change until shutdown. The connections themselves are hyper-util's
-//! (`GracefulConnection`), told to finish as they are there.
+//! that does not change until shutdown. The connections are hyper-util's
+//! (`GracefulConnection`), told to finish by their own `graceful_shutdown`.
 
 use hyper_util::server::graceful::GracefulConnection;
 use pin_project_lite::pin_project;
