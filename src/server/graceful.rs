@@ -129,8 +129,14 @@ mod tests {
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// One connection served with `shutdown` watching it, its client end.
-    async fn served(shutdown: &Shutdown) -> (tokio::net::TcpStream, tokio::task::JoinHandle<()>) {
+    /// One accepted connection watched by `shutdown`, not yet polled, and its
+    /// client end.
+    async fn accepted(
+        shutdown: &Shutdown,
+    ) -> (
+        tokio::net::TcpStream,
+        impl Future<Output = ()> + Send + 'static,
+    ) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
             .await
@@ -143,10 +149,15 @@ mod tests {
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
         let watched = shutdown.watch(conn);
-        let task = tokio::spawn(async move {
+        (client, async move {
             let _ = watched.await;
-        });
-        (client, task)
+        })
+    }
+
+    /// [`accepted`], served on a task of its own.
+    async fn served(shutdown: &Shutdown) -> (tokio::net::TcpStream, tokio::task::JoinHandle<()>) {
+        let (client, conn) = accepted(shutdown).await;
+        (client, tokio::spawn(conn))
     }
 
     async fn get(client: &mut tokio::net::TcpStream) -> String {
@@ -185,19 +196,7 @@ mod tests {
         assert!(get(&mut client).await.starts_with("HTTP/1.1 200"));
         // A second watched connection that has not been polled yet: it still
         // counts, and is told to finish on its first poll.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let _late_client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (stream, _) = listener.accept().await.unwrap();
-        let service = hyper::service::service_fn(|_req| async {
-            Ok::<_, std::convert::Infallible>(axum::http::Response::new(Body::from("ok")))
-        });
-        let late = shutdown.watch(
-            auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned(),
-        );
+        let (_late_client, late) = accepted(&shutdown).await;
         let mut done = tokio::spawn(shutdown.shutdown());
         assert!(
             tokio::time::timeout(Duration::from_millis(50), &mut done)
@@ -205,7 +204,7 @@ mod tests {
                 .is_err(),
             "the unpolled connection still holds it"
         );
-        let _ = late.await;
+        late.await;
         tokio::time::timeout(Duration::from_secs(5), &mut done)
             .await
             .expect("all connections ended")

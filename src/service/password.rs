@@ -189,7 +189,7 @@ impl Passwords {
 }
 
 /// `password` against the PHC string `hash` (any Argon2 variant, version and
-/// parameters the string names), computed in pooled memory; the outputs are
+/// parameters the string names), computed in `memory`; the outputs are
 /// compared in constant time. What `PasswordVerifier::verify_password` does, minus
 /// its fresh allocation: `memory` grows to the largest cost seen and is kept.
 fn verify_in(memory: &mut Vec<Block>, password: &[u8], hash: &str) -> bool {
