@@ -12,13 +12,11 @@ use crate::telemetry;
 use anyhow::Context;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -117,10 +115,7 @@ async fn serve(
                 }
             },
         };
-        let service = TowerToHyperService::new(Connection {
-            app: app.clone(),
-            peer,
-        });
+        let service = connection(app.clone(), peer);
         let builder = builder.clone();
         let task = match &tls {
             None => {
@@ -180,34 +175,20 @@ async fn finish<E: std::fmt::Display>(peer: SocketAddr, conn: impl Future<Output
 
 /// The application as one connection sees it: hyper's request body becomes axum's
 /// and the request's future runs with the peer address that `api::ClientAddr`
-/// reads (`api::with_peer`); then
-/// normalization and the router, with no outer router around them.
-#[derive(Clone)]
-struct Connection {
+/// reads (`api::with_peer`); then normalization, the direct routes and the
+/// router (`api::App::serve`), with no outer router around them.
+fn connection(
     app: api::App,
     peer: SocketAddr,
-}
-
-impl<B> tower::Service<axum::http::Request<B>> for Connection
-where
-    B: axum::body::HttpBody<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<axum::BoxError>,
-{
-    type Response = axum::response::Response;
-    type Error = Infallible;
-    type Future = tokio::task::futures::TaskLocalFuture<
-        SocketAddr,
-        <api::App as tower::Service<axum::extract::Request>>::Future,
-    >;
-
-    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), Infallible>> {
-        tower::Service::<axum::extract::Request>::poll_ready(&mut self.app, cx)
-    }
-
-    fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
-        let req = req.map(axum::body::Body::new);
-        api::with_peer(self.peer, self.app.call(req))
-    }
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = axum::response::Response,
+    Error = Infallible,
+    Future: Send + 'static,
+> + Clone {
+    hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        api::with_peer(peer, app.serve(req.map(axum::body::Body::new)))
+    })
 }
 
 /// Reads a PEM certificate chain and private key for [`run_tls`], with errors

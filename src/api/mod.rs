@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-pub use direct::{App, Direct};
+pub use direct::{App, Direct, Get, handler};
 
 /// HTTP settings shared by the dialects.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -318,14 +318,20 @@ where
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr::of(&parts.headers, &AppState::from_ref(state)))
+    }
+}
+
+impl ClientAddr {
+    /// The client of the request with these headers, now being served.
+    pub fn of(headers: &HeaderMap, state: &AppState) -> Self {
         // Set by the server (`with_peer`); absent when the app is called in process.
         let peer = PEER.try_with(|p| p.ip()).ok();
-        let state = AppState::from_ref(state);
         let trusted = &state.http.trusted_proxies;
-        Ok(ClientAddr(match peer {
+        ClientAddr(match peer {
             Some(ip) if !trusted.iter().any(|n| n.contains(&ip)) => Host::Peer(ip),
-            _ => Host::Text(client_address(peer, &parts.headers, trusted)),
-        }))
+            _ => Host::Text(client_address(peer, headers, trusted)),
+        })
     }
 }
 
@@ -367,19 +373,6 @@ impl ClientAddr {
             dialect,
             source: self.host(),
         }
-    }
-}
-
-/// The request's headers, taken out of the request rather than cloned (axum's
-/// `HeaderMap` extractor copies the whole map). Must be the last extractor.
-#[derive(Debug, Default)]
-pub struct TakenHeaders(pub HeaderMap);
-
-impl<S: Send + Sync> axum::extract::FromRequest<S> for TakenHeaders {
-    type Rejection = Infallible;
-
-    async fn from_request(mut req: axum::extract::Request, _: &S) -> Result<Self, Infallible> {
-        Ok(TakenHeaders(std::mem::take(req.headers_mut())))
     }
 }
 
@@ -445,6 +438,15 @@ pub async fn read_body(mut body: axum::body::Body, limit: usize) -> Result<Bytes
     Ok(joined.map_or(whole, bytes::BytesMut::freeze))
 }
 
+/// A request's body within `http.max_body_bytes` (see [`read_body`]).
+pub async fn limited_body(body: axum::body::Body, state: &AppState) -> Result<Bytes, BodyError> {
+    // A request without a body (every session get but JSON-RPC's) reads nothing.
+    if axum::body::HttpBody::is_end_stream(&body) {
+        return Ok(Bytes::new());
+    }
+    read_body(body, state.http.max_body_bytes).await
+}
+
 /// The request body within `http.max_body_bytes` (see [`read_body`]). Must be the
 /// last extractor.
 #[derive(Debug)]
@@ -459,35 +461,9 @@ where
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Infallible> {
         let body = req.into_body();
-        // A request without a body (every session get but JSON-RPC's) reads
-        // nothing, and takes no copy of the state for the limit.
-        if axum::body::HttpBody::is_end_stream(&body) {
-            return Ok(LimitedBytes(Ok(Bytes::new())));
-        }
-        let limit = AppState::from_ref(state).http.max_body_bytes;
-        Ok(LimitedBytes(read_body(body, limit).await))
-    }
-}
-
-/// The request's headers (taken, as [`TakenHeaders`]) and its body within the size
-/// limit, as [`LimitedBytes`] reads it. Must be the last extractor.
-#[derive(Debug)]
-pub struct HeadersAndBody {
-    pub headers: HeaderMap,
-    pub body: Result<Bytes, BodyError>,
-}
-
-impl<S> axum::extract::FromRequest<S> for HeadersAndBody
-where
-    AppState: FromRef<S>,
-    S: Send + Sync,
-{
-    type Rejection = Infallible;
-
-    async fn from_request(mut req: axum::extract::Request, state: &S) -> Result<Self, Infallible> {
-        let headers = std::mem::take(req.headers_mut());
-        let Ok(LimitedBytes(body)) = LimitedBytes::from_request(req, state).await;
-        Ok(HeadersAndBody { headers, body })
+        Ok(LimitedBytes(
+            limited_body(body, &AppState::from_ref(state)).await,
+        ))
     }
 }
 

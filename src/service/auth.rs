@@ -4,10 +4,11 @@ use super::lockout::ThrottleKeys;
 use super::{Caller, Origin, Service, ServiceError, ServiceResult};
 use crate::domain::{
     AuditKind, ClientInfo, ConsoleType, Dialect, EndReason, NewAuditEvent, NewSession, Session,
-    SessionEnd, SessionId, SessionState, SessionToken, User, UserRef,
+    SessionEnd, SessionId, SessionState, SessionToken, Timestamp, TokenHash, User, UserRef,
 };
 use crate::telemetry::{self, LoginResult};
 use secrecy::SecretString;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +31,14 @@ pub struct LoginOutcome {
     pub session: Session,
     pub token: SessionToken,
     pub user: User,
+}
+
+/// A token not answered from the cache: its hash, the time of the request and the
+/// session generation read before the store's lookup.
+struct CacheMiss {
+    hash: TokenHash,
+    now: Timestamp,
+    generation: Option<u64>,
 }
 
 impl Service {
@@ -168,12 +177,31 @@ impl Service {
     ///
     /// With a store that publishes a session generation, a session found live is
     /// served from the in-process cache until the generation moves (see `cache.rs`).
-    pub async fn authenticate(&self, token: &[u8]) -> ServiceResult<Caller> {
-        let token = SessionToken::parse(token).ok_or(ServiceError::Unauthenticated)?;
+    /// That is decided before the future is made: a cache hit's future holds only
+    /// its answer, and the store's path, boxed, is paid for only on a miss (every
+    /// handler's future would otherwise carry its ~1.5 KiB, copied as it moves).
+    pub fn authenticate(
+        &self,
+        token: &[u8],
+    ) -> impl Future<Output = ServiceResult<Caller>> + Send + '_ {
+        let found = self.cached_caller(token);
+        async move {
+            match found {
+                Ok(caller) => caller,
+                Err(miss) => Box::pin(self.authenticate_in_store(miss)).await,
+            }
+        }
+    }
+
+    /// A caller from the in-process cache (`Ok`), or what the store's lookup needs.
+    fn cached_caller(&self, token: &[u8]) -> Result<ServiceResult<Caller>, CacheMiss> {
+        let Some(token) = SessionToken::parse(token) else {
+            return Ok(Err(ServiceError::Unauthenticated));
+        };
         let hash = token.hash();
         let now = self.now();
         // Read before the store lookup: a write racing with it moves the generation
-        // and the insert below is refused.
+        // and the insert after it is refused.
         let generation = self.store().session_generation().map(|g| g.changes);
         if let Some(g) = generation
             && let Some((session, last_access)) = self.inner.cache.get_touched(g, &hash, now)
@@ -183,15 +211,29 @@ impl Service {
                 self.inner
                     .touches
                     .record_by(session.id, session.user_id, now);
-                return Ok(Caller {
+                return Ok(Ok(Caller {
                     session,
                     last_accessed_at: now,
-                });
+                }));
             }
             // The cached copy may be staler than the store (touches made by another
             // process): let the store decide.
             self.inner.cache.remove(&hash);
         }
+        Err(CacheMiss {
+            hash,
+            now,
+            generation,
+        })
+    }
+
+    /// [`Service::authenticate`] through the store.
+    async fn authenticate_in_store(&self, miss: CacheMiss) -> ServiceResult<Caller> {
+        let CacheMiss {
+            hash,
+            now,
+            generation,
+        } = miss;
         let mut session = self
             .store()
             .find_session_by_token(&hash)

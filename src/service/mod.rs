@@ -573,6 +573,35 @@ mod touch_bound_tests {
         assert_eq!(stored(store.clone()).await, last);
     }
 
+    /// Every request's future holds `authenticate`'s: the store's path is boxed
+    /// behind a miss of the cache, so that future stays a few words (it was ~1.5 KiB,
+    /// copied each time a handler's future moved).
+    #[tokio::test]
+    async fn authentication_futures_stay_small() {
+        let store: Arc<dyn Store> = Arc::new(
+            crate::store::SqliteStore::open("sqlite::memory:")
+                .await
+                .unwrap(),
+        );
+        let svc = Service::new(
+            store,
+            Arc::new(ManualClock::starting_now()),
+            ServiceConfig::default(),
+            Passwords::new(crate::service::Argon2Config::TEST).unwrap(),
+        );
+        let unknown = SessionToken::generate().unwrap().to_hex();
+        let fut = svc.authenticate(unknown.as_bytes());
+        assert!(
+            std::mem::size_of_val(&fut) <= 256,
+            "{}",
+            std::mem::size_of_val(&fut)
+        );
+        assert!(matches!(fut.await, Err(ServiceError::Unauthenticated)));
+        let fut = svc.authenticate(b"not a token");
+        assert!(std::mem::size_of_val(&fut) <= 256);
+        assert!(matches!(fut.await, Err(ServiceError::Unauthenticated)));
+    }
+
     fn config_with_interval(d: Duration) -> SessionPolicy {
         SessionPolicy {
             touch_flush_interval: d,

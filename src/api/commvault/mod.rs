@@ -17,12 +17,12 @@ pub mod wire;
 
 pub use error::{CvError, CvErrorKind};
 
-use super::{AppState, BodyError, ClientAddr, LimitedBytes, TakenHeaders, single_query_param};
+use super::{AppState, BodyError, ClientAddr, LimitedBytes, single_query_param};
 use crate::domain::{ClientInfo, ConsoleType, Dialect, SessionId, UserId};
 use crate::service::{Actor, Caller, LoginRequest, ServiceError};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
@@ -86,7 +86,7 @@ pub fn direct_routes() -> Vec<crate::api::Direct> {
     std::iter::once("")
         .chain(PREFIXES)
         .flat_map(|base| spellings(base, "/session"))
-        .map(|path| crate::api::Direct::new(Method::GET, &path, sessions_of_user))
+        .map(|path| crate::api::Direct::new(Method::GET, &path, crate::api::Get::Commvault))
         .collect()
 }
 
@@ -101,7 +101,11 @@ fn routes_at(base: &str) -> Router<AppState> {
     let router = route(Router::new(), "/", get(base_path));
     let router = route(router, "/login", post(login));
     let router = route(router, "/logout", post(logout));
-    let router = route(router, "/session", get(sessions_of_user));
+    let router = route(
+        router,
+        "/session",
+        get(crate::api::handler(sessions_of_user)),
+    );
     let router = route(router, "/sessions", delete(end_sessions));
     let router = route(router, "/renewlogintoken", post(renew));
     let router = route(router, "/whoami", get(who_am_i).post(who_am_i));
@@ -373,23 +377,6 @@ async fn who_am_i(
 
 // ---- Sessions ----
 
-/// `userId` of `GET Session`, read from the request's URI in place (no copy of the
-/// query): the id, or the message of a 400.
-pub struct UserIdParam(Result<i64, &'static str>);
-
-impl<S: Send + Sync> FromRequestParts<S> for UserIdParam {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        _: &S,
-    ) -> Result<Self, std::convert::Infallible> {
-        Ok(UserIdParam(session_user_id(
-            parts.uri.query().unwrap_or(""),
-        )))
-    }
-}
-
 /// `userId` (its name in any case) from a query string: the one parameter this
 /// dialect takes.
 fn session_user_id(query: &str) -> Result<i64, &'static str> {
@@ -404,24 +391,28 @@ fn session_user_id(query: &str) -> Result<i64, &'static str> {
 /// cvpysdk's header asking `GET Session` for live sessions only.
 const ONLY_ACTIVE_SESSIONS: HeaderName = HeaderName::from_static("only-active-sessions");
 
-async fn sessions_of_user(
-    State(st): State<AppState>,
-    Fmt(fmt): Fmt,
-    CvCaller(caller): CvCaller,
-    UserIdParam(user_id): UserIdParam,
-    TakenHeaders(headers): TakenHeaders,
-) -> Result<Response, CvError> {
-    let user_id = user_id.map_err(|m| CvError::bad_request(fmt, m))?;
-    let only_active = headers
-        .get(ONLY_ACTIVE_SESSIONS)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
-    let views = st
-        .service
-        .user_sessions(&caller, UserId(user_id), only_active)
-        .await
-        .map_err(svc(fmt))?;
-    Ok(render::sessions(fmt, &views))
+/// `GET Session?userId=`: the sessions of one user, the hot path of the dialect
+/// (served before the router, `api::direct`).
+pub(crate) async fn sessions_of_user(st: AppState, req: Request) -> Response {
+    let (mut parts, _) = req.into_parts();
+    let fmt = Format::from_headers(&parts.headers);
+    let answer = async {
+        let CvCaller(caller) = CvCaller::from_request_parts(&mut parts, &st).await?;
+        let user_id = session_user_id(parts.uri.query().unwrap_or(""))
+            .map_err(|m| CvError::bad_request(fmt, m))?;
+        let only_active = parts
+            .headers
+            .get(ONLY_ACTIVE_SESSIONS)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        let views = st
+            .service
+            .user_sessions(&caller, UserId(user_id), only_active)
+            .await
+            .map_err(svc(fmt))?;
+        Ok::<_, CvError>(render::sessions(fmt, &views))
+    };
+    answer.await.into_response()
 }
 
 const LOGOFF_ROOT: &str = "Api_LogoffUsersRequest";

@@ -20,7 +20,7 @@ use crate::domain::{self, ClientInfo, ConsoleType, Dialect, SessionId, UserId};
 use crate::service::{Actor, AuditFilter, LoginRequest, UserChanges, UserInput};
 use crate::store::StateFilter;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post, put};
@@ -38,7 +38,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/openapi.json", get(openapi_document))
         .route("/v1/login", post(login))
         .route("/v1/logout", post(logout))
-        .route("/v1/session", get(current_session))
+        .route("/v1/session", get(crate::api::handler(current_session)))
         .route("/v1/sessions", get(list_sessions))
         .route("/v1/sessions/revoke", post(revoke_sessions))
         .route("/v1/sessions/{id}", get(get_session).delete(delete_session))
@@ -61,7 +61,7 @@ pub fn direct_routes() -> Vec<crate::api::Direct> {
     vec![crate::api::Direct::new(
         axum::http::Method::GET,
         "/v1/session",
-        current_session,
+        crate::api::Get::Native,
     )]
 }
 
@@ -177,16 +177,18 @@ async fn logout(
         (status = 200, description = "The current session", body = wire::CurrentSession),
         (status = 401, description = "No valid token", body = ErrorBody),
     ))]
-async fn current_session(
-    State(st): State<AppState>,
-    NativeCaller(caller): NativeCaller,
-) -> Result<Response> {
-    let user = st.service.caller_user(&caller).await?;
-    let session = &caller.session;
-    let state = session.state_at_after_access(st.service.now(), caller.last_accessed_at);
-    let mut out = JsonText::new();
-    wire::CurrentSession::write_json(&mut out, session, caller.last_accessed_at, state, &user);
-    Ok(out.answer(crate::api::APPLICATION_JSON))
+pub(crate) async fn current_session(st: AppState, req: Request) -> Response {
+    let (mut parts, _) = req.into_parts();
+    let answer = async {
+        let NativeCaller(caller) = NativeCaller::from_request_parts(&mut parts, &st).await?;
+        let user = st.service.caller_user(&caller).await?;
+        let session = &caller.session;
+        let state = session.state_at_after_access(st.service.now(), caller.last_accessed_at);
+        let mut out = JsonText::new();
+        wire::CurrentSession::write_json(&mut out, session, caller.last_accessed_at, state, &user);
+        Ok::<_, NativeError>(out.answer(crate::api::APPLICATION_JSON))
+    };
+    answer.await.into_response()
 }
 
 // ---- sessions ----

@@ -12,9 +12,9 @@ use super::error::{RestError, VsError};
 use super::{authenticate, basic_credentials, body_bytes, login, session_id_header, session_info};
 use crate::api::json_text::JsonText;
 use crate::api::{AppState, ClientAddr};
-use crate::api::{HeadersAndBody, Json, LimitedBytes};
+use crate::api::{Json, LimitedBytes, limited_body};
 use crate::domain::{ConsoleType, Dialect};
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
@@ -35,21 +35,18 @@ pub async fn create(
     .map_err(VsError::api)
 }
 
-/// `GET /api/session`.
-pub async fn get(
-    State(st): State<AppState>,
-    HeadersAndBody { headers, body }: HeadersAndBody,
-) -> Result<Response, RestError> {
-    async {
-        body_bytes(body)?;
-        let caller = authenticate(&st, session_id_header(&headers)?).await?;
+/// `GET /api/session` (served before the router, `api::direct`).
+pub async fn get(st: AppState, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let answer = async {
+        body_bytes(limited_body(body, &st).await)?;
+        let caller = authenticate(&st, session_id_header(&parts.headers)?).await?;
         let info = session_info(&caller, &st.dialects.vsphere_domain);
         let mut out = JsonText::new();
         info.write_json(&mut out);
         Ok(out.answer(crate::api::APPLICATION_JSON))
-    }
-    .await
-    .map_err(VsError::api)
+    };
+    answer.await.map_err(VsError::api).into_response()
 }
 
 /// `DELETE /api/session`.

@@ -28,10 +28,10 @@ use super::{
 };
 use crate::api::Json;
 use crate::api::json_text::JsonText;
-use crate::api::{AppState, ClientAddr, HeadersAndBody};
+use crate::api::{AppState, ClientAddr, limited_body};
 use crate::domain::{ConsoleType, Dialect};
 use crate::service::Caller;
-use axum::extract::State;
+use axum::extract::Request;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use secrecy::SecretString;
@@ -88,13 +88,11 @@ impl RpcError {
     }
 }
 
-/// `POST /api`.
-pub async fn invoke(
-    State(st): State<AppState>,
-    addr: ClientAddr,
-    HeadersAndBody { headers, body }: HeadersAndBody,
-) -> Response {
-    let bytes = match body_bytes(body) {
+/// `POST /api` (served before the router, `api::direct`).
+pub async fn invoke(st: AppState, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let headers = parts.headers;
+    let bytes = match body_bytes(limited_body(body, &st).await) {
         Ok(b) => b,
         Err(VsError::TooLarge) => {
             let e = RpcError::new(
@@ -117,6 +115,7 @@ pub async fn invoke(
         Ok(r) => r,
         Err(e) => return Json(e.body()).into_response(),
     };
+    let addr = ClientAddr::of(&headers, &st);
     let mut caller = None;
     let result = match call_operation(&st, addr, &headers, call, &mut caller).await {
         Ok(output) => RpcResult::Output(output),

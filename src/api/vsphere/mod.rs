@@ -23,6 +23,11 @@ mod error;
 mod jsonrpc;
 mod rest;
 
+/// The handlers served before the router (`api::direct`).
+pub(crate) use {
+    api::get as api_get, jsonrpc::invoke as json_rpc, rest::create_or_action as rest_post,
+};
+
 pub use error::{RestError, RestForm, VapiError, VsError};
 
 use super::json_text::JsonText;
@@ -49,17 +54,20 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route(
             rest::SESSION_PATH,
-            post(rest::create_or_action)
+            post(crate::api::handler(rest::create_or_action))
                 .delete(rest::delete)
                 .fallback(rest::no_operation),
         )
         .route("/rest", any(rest::no_operation))
         .route("/rest/{*path}", any(rest::no_operation))
-        .route("/api", post(jsonrpc::invoke).fallback(api::no_operation))
+        .route(
+            "/api",
+            post(crate::api::handler(jsonrpc::invoke)).fallback(api::no_operation),
+        )
         .route(
             "/api/session",
             post(api::create)
-                .get(api::get)
+                .get(crate::api::handler(api::get))
                 .delete(api::delete)
                 .fallback(api::no_operation),
         )
@@ -70,12 +78,12 @@ pub fn routes() -> Router<AppState> {
 /// (`api::direct`): legacy REST's `POST` (every `~action`), `GET /api/session` and
 /// JSON-RPC's `POST /api`.
 pub fn direct_routes() -> Vec<crate::api::Direct> {
-    use crate::api::Direct;
+    use crate::api::{Direct, Get};
     use axum::http::Method;
     vec![
-        Direct::new(Method::POST, rest::SESSION_PATH, rest::create_or_action),
-        Direct::new(Method::GET, "/api/session", api::get),
-        Direct::new(Method::POST, "/api", jsonrpc::invoke),
+        Direct::new(Method::POST, rest::SESSION_PATH, Get::VsphereRest),
+        Direct::new(Method::GET, "/api/session", Get::VsphereApi),
+        Direct::new(Method::POST, "/api", Get::JsonRpc),
     ]
 }
 

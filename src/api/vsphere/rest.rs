@@ -20,49 +20,38 @@ use super::{
 };
 use crate::api::json_text::JsonText;
 use crate::api::{AppState, ClientAddr, single_query_param};
-use crate::api::{HeadersAndBody, Json, LimitedBytes};
+use crate::api::{Json, LimitedBytes, limited_body};
 use crate::domain::{ConsoleType, Dialect};
-use axum::extract::{FromRequestParts, State};
-use axum::http::request::Parts;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 use cookie::Cookie;
 use std::borrow::Cow;
-use std::convert::Infallible;
 
 pub const SESSION_PATH: &str = "/rest/com/vmware/cis/session";
 
-/// `POST`: create, or the operation `~action` names.
-pub async fn create_or_action(
-    State(st): State<AppState>,
-    addr: ClientAddr,
-    ActionParam(action): ActionParam,
-    HeadersAndBody { headers, body }: HeadersAndBody,
-) -> Result<Response, RestError> {
-    body_bytes(body).map_err(VsError::legacy)?;
-    match action.map_err(VsError::legacy)? {
-        // Boxed: the login branch's future is large, and every get would carry it.
-        None => Box::pin(create(&st, addr, &headers))
-            .await
-            .map_err(VsError::legacy),
-        Some(Action::Get) => get(&st, &headers).await.map_err(VsError::legacy),
-    }
+/// `POST`: create, or the operation `~action` names (served before the router,
+/// `api::direct`).
+pub async fn create_or_action(st: AppState, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let answer = async {
+        body_bytes(limited_body(body, &st).await).map_err(VsError::legacy)?;
+        match action(parts.uri.query()).map_err(VsError::legacy)? {
+            // Boxed: the login branch's future is large, and every get would carry it.
+            None => {
+                let addr = ClientAddr::of(&parts.headers, &st);
+                Box::pin(create(&st, addr, &parts.headers))
+                    .await
+                    .map_err(VsError::legacy)
+            }
+            Some(Action::Get) => get(&st, &parts.headers).await.map_err(VsError::legacy),
+        }
+    };
+    answer.await.into_response()
 }
 
 pub enum Action {
     Get,
-}
-
-/// The `~action` query parameter read from the request's URI in place (no copy of
-/// the query): the operation, none, or what is wrong with it.
-pub struct ActionParam(Result<Option<Action>, VsError>);
-
-impl<S: Send + Sync> FromRequestParts<S> for ActionParam {
-    type Rejection = Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
-        Ok(ActionParam(action(parts.uri.query())))
-    }
 }
 
 /// The `~action` query parameter; other parameters are ignored.
