@@ -434,6 +434,11 @@ pub async fn read_body(mut body: axum::body::Body, limit: usize) -> Result<Bytes
                 joined = Some(j);
             }
         }
+        // All of a declared length is here: asking for the end would cost another
+        // round through hyper's body channel (~450 instructions a request).
+        if body.is_end_stream() {
+            break;
+        }
     }
     Ok(joined.map_or(whole, bytes::BytesMut::freeze))
 }
@@ -505,6 +510,34 @@ mod tests {
             read(streamed(vec![Ok("ab"), Err("reset")]), 10).await,
             Err(BodyError::Unreadable)
         );
+    }
+
+    /// A body of a declared length that fails if polled once its data is read.
+    struct Declared(Option<Bytes>);
+
+    impl axum::body::HttpBody for Declared {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+            std::task::Poll::Ready(Some(match self.0.take() {
+                Some(data) => Ok(hyper::body::Frame::data(data)),
+                None => Err(std::io::Error::other("polled past its end")),
+            }))
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.0.is_none()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_of_declared_length_is_not_polled_past_its_end() {
+        let body = axum::body::Body::new(Declared(Some(Bytes::from_static(b"{}"))));
+        assert_eq!(read_body(body, 10).await, Ok(Bytes::from_static(b"{}")));
     }
 
     fn headers(xff: &str) -> HeaderMap {
