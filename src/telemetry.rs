@@ -139,17 +139,30 @@ pub fn live_sessions(n: u64) {
 /// kept: a request allocates no label and does no registry lookup. Label values stay
 /// in fixed sets (route templates, methods, the statuses the routes answer).
 pub fn http_request(route: &str, method: &'static str, status: u16, elapsed: Duration) {
-    let seconds = elapsed.as_secs_f64();
+    with_latency_histogram(route, method, status, |h| h.record(elapsed.as_secs_f64()));
+}
+
+/// The latency histogram of one (route, method, status), for a caller that keeps
+/// it (`api::ops` does for the 200 answers of each direct route).
+pub fn latency_histogram(route: &str, method: &'static str, status: u16) -> Histogram {
+    with_latency_histogram(route, method, status, Histogram::clone)
+}
+
+fn with_latency_histogram<T>(
+    route: &str,
+    method: &'static str,
+    status: u16,
+    f: impl FnOnce(&Histogram) -> T,
+) -> T {
     let latency = http_latency();
     {
         let routes = latency.read().unwrap_or_else(PoisonError::into_inner);
         if let Some(h) = routes.get(route).and_then(|r| r.get(&(method, status))) {
-            h.record(seconds);
-            return;
+            return f(h);
         }
     }
     let mut routes = latency.write().unwrap_or_else(PoisonError::into_inner);
-    routes
+    f(routes
         .entry(route.to_owned())
         .or_default()
         .entry((method, status))
@@ -160,8 +173,7 @@ pub fn http_request(route: &str, method: &'static str, status: u16, elapsed: Dur
                 "method" => method,
                 "status" => status.to_string(),
             )
-        })
-        .record(seconds);
+        }))
 }
 
 /// A route template as reported in metrics and logs: in lower case. The Commvault

@@ -16,7 +16,7 @@
 //! method on those paths, and every other path, goes to the router.
 
 use super::normalize::normalize;
-use super::ops::{self, RouteName};
+use super::ops::{self, DirectLabel, RouteName};
 use super::{AppState, commvault, native, vsphere};
 use axum::Router;
 use axum::extract::{Request, State};
@@ -71,7 +71,7 @@ where
 /// without parameters, also the route's label in metrics and logs).
 pub struct Direct {
     method: Method,
-    path: Arc<str>,
+    label: Arc<DirectLabel>,
     get: Get,
 }
 
@@ -79,7 +79,7 @@ impl Direct {
     pub fn new(method: Method, path: &str, get: Get) -> Self {
         Direct {
             method,
-            path: path.into(),
+            label: Arc::new(DirectLabel::new(path)),
             get,
         }
     }
@@ -108,7 +108,7 @@ impl App {
         self.0
             .direct
             .iter()
-            .find(|d| d.method == method && *d.path == *path)
+            .find(|d| d.method == method && d.label.path() == path)
     }
 
     /// Answers one request.
@@ -121,7 +121,7 @@ impl App {
         let Some(direct) = self.find(req.method(), req.uri().path()) else {
             return Either::Right(self.0.router.clone().call(req));
         };
-        let route = Some(RouteName::Direct(direct.path.clone()));
+        let route = Some(RouteName::Direct(direct.label.clone()));
         let get = direct.get;
         let state = self.0.state.clone();
         let log_at_info = state.http.request_log;

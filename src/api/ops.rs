@@ -21,9 +21,10 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use metrics::Histogram;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 use tokio::task::futures::TaskLocalFuture;
@@ -139,18 +140,40 @@ where
 
 /// The route template a request was served by, for the latency histogram and the
 /// log line: from the router, or from a route served before it (`api::direct`).
-/// Both are shared strings: cloning one allocates nothing.
+/// Both are shared: cloning one allocates nothing.
 #[derive(Clone, Debug)]
 pub enum RouteName {
     Matched(MatchedPath),
-    Direct(Arc<str>),
+    Direct(Arc<DirectLabel>),
+}
+
+/// The label of a route served before the router, with the histogram of its 200
+/// answers once one is recorded: the hot path's answers skip the registry's lookup
+/// (a lock and two hash lookups, ~250 instructions).
+#[derive(Debug)]
+pub struct DirectLabel {
+    path: String,
+    ok: OnceLock<Histogram>,
+}
+
+impl DirectLabel {
+    pub fn new(path: &str) -> Self {
+        DirectLabel {
+            path: path.to_owned(),
+            ok: OnceLock::new(),
+        }
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
 }
 
 impl RouteName {
     fn as_str(&self) -> &str {
         match self {
             RouteName::Matched(m) => m.as_str(),
-            RouteName::Direct(d) => d,
+            RouteName::Direct(d) => &d.path,
         }
     }
 }
@@ -219,7 +242,13 @@ where
             .as_ref()
             .map_or(UNMATCHED_ROUTE, RouteName::as_str);
         let method = *this.method;
-        telemetry::http_request(route, method, status, elapsed);
+        match &*this.route {
+            Some(RouteName::Direct(d)) if status == 200 => {
+                d.ok.get_or_init(|| telemetry::latency_histogram(&d.path, method, status))
+                    .record(elapsed.as_secs_f64())
+            }
+            _ => telemetry::http_request(route, method, status, elapsed),
+        }
         let latency_ms = elapsed.as_secs_f64() * 1000.0;
         let log_at_info = *this.log_at_info;
         let finished = || {
