@@ -296,9 +296,13 @@ fn request_id(req: &Request) -> HeaderValue {
     {
         return v.clone();
     }
-    let mut buf = uuid::Uuid::encode_buffer();
-    let made = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
-    HeaderValue::from_str(made).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    // One allocation that clones share (the log's task-local holds a clone): a
+    // header value copied from a slice is a `Vec` that its first clone moves into
+    // a second allocation.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf))
+        .unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 fn acceptable_request_id(id: &[u8]) -> bool {
