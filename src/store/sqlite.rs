@@ -110,7 +110,12 @@ impl SqliteStore {
                 SqliteJournalMode::Wal
             })
             .synchronous(SqliteSynchronous::Full)
-            .pragma("cache_size", WRITER_CACHE);
+            .pragma("cache_size", WRITER_CACHE)
+            // The statement journal of the savepoints a login's writes run under
+            // (`SessionWriter`) stays in memory: by default it spilled to a temporary
+            // file past 64 KiB, which a login's ~16 changed pages reach, and every
+            // commit then created, wrote and deleted a file (bench/PROFILE.md).
+            .pragma("temp_store", "memory");
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
