@@ -1219,6 +1219,32 @@ mod tests {
         out
     }
 
+    /// The writer's settings that its durability and speed rest on: WAL, a commit on
+    /// disk before it returns, and savepoint journals in memory (not a temporary file
+    /// per commit).
+    #[tokio::test]
+    async fn the_writer_commits_durably_and_journals_savepoints_in_memory() {
+        let dir = tempfile::tempdir().expect("dir");
+        let url = format!("sqlite://{}", dir.path().join("w.db").display());
+        let store = SqliteStore::open(&url).await.expect("open");
+        let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&store.writer)
+            .await
+            .expect("journal_mode");
+        assert_eq!(journal, "wal");
+        let number = |sql: &'static str| {
+            let writer = store.writer.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(sql)
+                    .fetch_one(&writer)
+                    .await
+                    .expect(sql)
+            }
+        };
+        assert_eq!(number("PRAGMA synchronous").await, 2, "FULL");
+        assert_eq!(number("PRAGMA temp_store").await, 2, "MEMORY");
+    }
+
     /// Logins that arrive together are committed together (see `SessionWriter`), and
     /// each is still decided alone: under a `deny` limit of 5, exactly 5 of 24
     /// concurrent logins get a session, with its audit event, and the other 19 are
