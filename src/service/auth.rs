@@ -61,14 +61,14 @@ impl Service {
         let user = if name.is_empty() {
             None
         } else {
-            self.store().find_user_by_name(name).await?
+            self.user_by_name(name).await?
         };
         let keys = ThrottleKeys::new(name, &req.client.host);
         let throttle = match self.check_throttle(&keys).await {
             Ok(t) => t,
             Err(e) => {
                 if matches!(e, ServiceError::AccountLocked { .. }) {
-                    self.audit_login_failure(&req, user.as_ref(), "locked")
+                    self.audit_login_failure(&req, user.as_deref(), "locked")
                         .await;
                 }
                 return Err(e);
@@ -82,7 +82,7 @@ impl Service {
         let user = match user {
             Some(u) if ok => u,
             found => {
-                let subject = found.as_ref().map_or_else(
+                let subject = found.as_deref().map_or_else(
                     || UserRef {
                         id: crate::domain::UserId(0),
                         name: req.username.chars().take(128).collect(),
@@ -92,7 +92,7 @@ impl Service {
                 let locked = self
                     .count_failure(&keys, &subject, req.dialect, &req.client.host)
                     .await?;
-                self.audit_login_failure(&req, found.as_ref(), "invalid credentials")
+                self.audit_login_failure(&req, found.as_deref(), "invalid credentials")
                     .await;
                 return Err(match locked {
                     Some(retry_after) => ServiceError::AccountLocked { retry_after },
@@ -150,7 +150,7 @@ impl Service {
         Ok(LoginOutcome {
             session,
             token,
-            user,
+            user: Arc::unwrap_or_clone(user),
         })
     }
 

@@ -1,7 +1,7 @@
 //! The in-process cache of the hot path, for stores that publish a generation (the
 //! embedded SQLite store, see `Store::session_generation`): token hash → session,
-//! user id → user (authorization), and one user's whole session listing (Commvault
-//! `GET Session`).
+//! user id → user (authorization), user name → user (a login's lookup), and one
+//! user's whole session listing (Commvault `GET Session`).
 //!
 //! Correctness rests on these rules:
 //! - Every lookup first reads the store's generation; if its `changes` differ from
@@ -40,6 +40,8 @@ struct State {
     generation: Option<u64>,
     entries: LruCache<TokenHash, Entry>,
     users: LruCache<UserId, Arc<User>>,
+    /// The user a login's name found (the name as the login gave it).
+    named: LruCache<String, Arc<User>>,
     listings: LruCache<ListingKey, Listing>,
 }
 
@@ -72,6 +74,7 @@ impl SessionCache {
                     entries: LruCache::new(capacity),
                     // Users and listings are per user: far fewer than sessions.
                     users: LruCache::new(capacity.div_ceil(4)),
+                    named: LruCache::new(capacity.div_ceil(4)),
                     listings: LruCache::new(capacity.div_ceil(16)),
                 })
             }),
@@ -101,6 +104,7 @@ impl SessionCache {
         if st.generation != Some(generation) {
             st.entries.clear();
             st.users.clear();
+            st.named.clear();
             st.listings.clear();
             st.generation = Some(generation);
         }
@@ -116,6 +120,21 @@ impl SessionCache {
             && st.generation == Some(generation)
         {
             st.users.insert(user.id, user);
+        }
+    }
+
+    /// The user a login by `name` found at `generation`.
+    pub fn user_named(&self, generation: u64, name: &str) -> Option<Arc<User>> {
+        self.at(generation)?.named.get(name).cloned()
+    }
+
+    /// Caches the user the store found by `name` after `generation` was read;
+    /// refused if the generation has moved on since.
+    pub fn insert_user_named(&self, generation: u64, name: &str, user: Arc<User>) {
+        if let Some(mut st) = self.lock()
+            && st.generation == Some(generation)
+        {
+            st.named.insert(name.to_owned(), user);
         }
     }
 

@@ -283,6 +283,26 @@ impl Service {
         }
     }
 
+    /// The user a login names, from the cache when the store publishes a generation
+    /// (every change to a user, its password or its being enabled included, moves
+    /// it): a user who signs in again is not read from the store again. A name
+    /// nobody has is not cached.
+    async fn user_by_name(&self, name: &str) -> ServiceResult<Option<Arc<User>>> {
+        let generation = self.store().session_generation();
+        if let Some(g) = generation
+            && let Some(u) = self.inner.cache.user_named(g.changes, name)
+        {
+            return Ok(Some(u));
+        }
+        let user = self.store().find_user_by_name(name).await?.map(Arc::new);
+        if let (Some(g), Some(u)) = (generation, &user) {
+            self.inner
+                .cache
+                .insert_user_named(g.changes, name, Arc::clone(u));
+        }
+        Ok(user)
+    }
+
     /// A user by id for authorization and display, from the cache when the store
     /// publishes a generation (see `cache.rs`). Changes to users go to the store.
     /// A user, shared with the cache (every authenticated request reads one).

@@ -99,10 +99,41 @@ async fn cli_revoke_and_disable_in_another_process_take_effect_on_the_next_reque
     assert_eq!(cv_status(&http, &base, &b_cv, &b_id).await, 200);
     assert_eq!(vs_status(&http, &base, &b_vs).await, 200);
 
+    // A login's user is cached by name too: a password set or a disable in another
+    // process holds for the very next login.
+    cli_ok(
+        &[
+            "user",
+            "passwd",
+            "alice",
+            "--password-stdin",
+            "--store",
+            &store,
+        ],
+        "alice-new-password\n",
+    );
+    assert!(cv_login_refused(&http, &base, "alice", "alice-password").await);
+    cv_login(&http, &base, "alice", "alice-new-password").await;
+
     cli_ok(&["user", "disable", "bob", "--store", &store], "");
     assert_eq!(vs_status(&http, &base, &b_vs).await, 401);
     assert_eq!(cv_status(&http, &base, &b_cv, &b_id).await, 401);
+    assert!(cv_login_refused(&http, &base, "bob", "bob-password").await);
     drop(server);
+}
+
+/// Whether a Commvault login is refused (Commvault answers 200 with an `errList`).
+async fn cv_login_refused(http: &reqwest::Client, base: &str, user: &str, pw: &str) -> bool {
+    let r = http
+        .post(format!("{base}{CV}/Login"))
+        .header("Accept", "application/json")
+        .json(&json!({"username": user, "password": b64(pw)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    v["token"].is_null() && v["errList"][0].is_object()
 }
 
 #[tokio::test]
