@@ -1,5 +1,6 @@
 //! Sign-in, session validation (the hot path), sign-out and token renewal.
 
+use super::cache::UserKey;
 use super::lockout::ThrottleKeys;
 use super::{Caller, Origin, Service, ServiceError, ServiceResult};
 use crate::domain::{
@@ -61,7 +62,7 @@ impl Service {
         let user = if name.is_empty() {
             None
         } else {
-            self.user_by_name(name).await?
+            self.user_by(UserKey::Name(name)).await?
         };
         let keys = ThrottleKeys::new(name, &req.client.host);
         let throttle = match self.check_throttle(&keys).await {
@@ -326,7 +327,7 @@ impl Service {
 
     /// The user behind a caller (for dialects that render user details).
     pub async fn caller_user(&self, caller: &Caller) -> ServiceResult<Arc<User>> {
-        self.user_by_id(caller.user_id())
+        self.user_by(UserKey::Id(caller.user_id()))
             .await?
             .ok_or(ServiceError::Unauthenticated)
     }

@@ -52,6 +52,13 @@ struct Entry {
     last_accessed_at: Timestamp,
 }
 
+/// How a user is looked up: by id (authorization), or by the name a login gave.
+#[derive(Clone, Copy, Debug)]
+pub enum UserKey<'a> {
+    Id(UserId),
+    Name(&'a str),
+}
+
 /// Whose sessions, and only the live ones or all.
 pub type ListingKey = (UserId, bool);
 
@@ -111,30 +118,25 @@ impl SessionCache {
         Some(st)
     }
 
-    pub fn user(&self, generation: u64, id: UserId) -> Option<Arc<User>> {
-        self.at(generation)?.users.get(&id).cloned()
-    }
-
-    pub fn insert_user(&self, generation: u64, user: Arc<User>) {
-        if let Some(mut st) = self.lock()
-            && st.generation == Some(generation)
-        {
-            st.users.insert(user.id, user);
+    /// The user `key` found at `generation`.
+    pub fn user(&self, generation: u64, key: UserKey<'_>) -> Option<Arc<User>> {
+        let mut st = self.at(generation)?;
+        match key {
+            UserKey::Id(id) => st.users.get(&id).cloned(),
+            UserKey::Name(name) => st.named.get(name).cloned(),
         }
     }
 
-    /// The user a login by `name` found at `generation`.
-    pub fn user_named(&self, generation: u64, name: &str) -> Option<Arc<User>> {
-        self.at(generation)?.named.get(name).cloned()
-    }
-
-    /// Caches the user the store found by `name` after `generation` was read;
+    /// Caches the user the store found by `key` after `generation` was read;
     /// refused if the generation has moved on since.
-    pub fn insert_user_named(&self, generation: u64, name: &str, user: Arc<User>) {
+    pub fn insert_user(&self, generation: u64, key: UserKey<'_>, user: Arc<User>) {
         if let Some(mut st) = self.lock()
             && st.generation == Some(generation)
         {
-            st.named.insert(name.to_owned(), user);
+            match key {
+                UserKey::Id(id) => st.users.insert(id, user),
+                UserKey::Name(name) => st.named.insert(name.to_owned(), user),
+            };
         }
     }
 

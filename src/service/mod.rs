@@ -30,7 +30,7 @@ use crate::domain::{
     UserRef,
 };
 use crate::store::{SessionLimit, Store};
-use cache::SessionCache;
+use cache::{SessionCache, UserKey};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
@@ -271,7 +271,7 @@ impl Service {
             }),
             Actor::User(caller) => {
                 let user = self
-                    .user_by_id(caller.user_id())
+                    .user_by(UserKey::Id(caller.user_id()))
                     .await?
                     .filter(|u| u.enabled)
                     .ok_or(ServiceError::Unauthenticated)?;
@@ -283,39 +283,24 @@ impl Service {
         }
     }
 
-    /// The user a login names, from the cache when the store publishes a generation
-    /// (every change to a user, its password or its being enabled included, moves
-    /// it): a user who signs in again is not read from the store again. A name
-    /// nobody has is not cached.
-    async fn user_by_name(&self, name: &str) -> ServiceResult<Option<Arc<User>>> {
+    /// A user by id (authorization, display) or by the name a login gave, from the
+    /// cache when the store publishes a generation (see `cache.rs`; every change to
+    /// a user, its password or its being enabled included, moves it). Changes to
+    /// users go to the store. A user nobody has is not cached.
+    async fn user_by(&self, key: UserKey<'_>) -> ServiceResult<Option<Arc<User>>> {
         let generation = self.store().session_generation();
         if let Some(g) = generation
-            && let Some(u) = self.inner.cache.user_named(g.changes, name)
+            && let Some(u) = self.inner.cache.user(g.changes, key)
         {
             return Ok(Some(u));
         }
-        let user = self.store().find_user_by_name(name).await?.map(Arc::new);
-        if let (Some(g), Some(u)) = (generation, &user) {
-            self.inner
-                .cache
-                .insert_user_named(g.changes, name, Arc::clone(u));
+        let user = match key {
+            UserKey::Id(id) => self.store().get_user(id).await?,
+            UserKey::Name(name) => self.store().find_user_by_name(name).await?,
         }
-        Ok(user)
-    }
-
-    /// A user by id for authorization and display, from the cache when the store
-    /// publishes a generation (see `cache.rs`). Changes to users go to the store.
-    /// A user, shared with the cache (every authenticated request reads one).
-    async fn user_by_id(&self, id: UserId) -> ServiceResult<Option<Arc<User>>> {
-        let generation = self.store().session_generation();
-        if let Some(g) = generation
-            && let Some(u) = self.inner.cache.user(g.changes, id)
-        {
-            return Ok(Some(u));
-        }
-        let user = self.store().get_user(id).await?.map(Arc::new);
+        .map(Arc::new);
         if let (Some(g), Some(u)) = (generation, &user) {
-            self.inner.cache.insert_user(g.changes, Arc::clone(u));
+            self.inner.cache.insert_user(g.changes, key, Arc::clone(u));
         }
         Ok(user)
     }

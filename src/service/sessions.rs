@@ -3,7 +3,7 @@
 //! A caller always sees and may end its own user's sessions; another user's need
 //! "Add, Delete and Modify a User".
 
-use super::cache::{Listing, ListingKey};
+use super::cache::{Listing, ListingKey, UserKey};
 use super::{Actor, Caller, Origin, Service, ServiceError, ServiceResult};
 use crate::domain::{
     AuditKind, EndReason, Permission, Session, SessionEnd, SessionId, SessionState, UserId,
@@ -56,7 +56,7 @@ impl Service {
         }
         if let Some(u) = user
             && !access.is(u)
-            && self.user_by_id(u).await?.is_none()
+            && self.user_by(UserKey::Id(u)).await?.is_none()
         {
             return Err(ServiceError::NotFound("user"));
         }

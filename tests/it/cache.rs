@@ -3,22 +3,14 @@
 //! takes effect on the very next request; the cache stays within its bound.
 
 use crate::support::process::{ServeProcess, cli, text};
-use crate::support::{ADMIN_PASSWORD, TestApp, b64};
+use crate::support::{ADMIN_PASSWORD, TestApp, cv_login_answer};
 use serde_json::{Value, json};
 
 const CV: &str = "/commandcenter/api";
 const PW: &str = "cache-admin-pw";
 
 async fn cv_login(http: &reqwest::Client, base: &str, user: &str, pw: &str) -> (String, String) {
-    let r = http
-        .post(format!("{base}{CV}/Login"))
-        .header("Accept", "application/json")
-        .json(&json!({"username": user, "password": b64(pw)}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let v: Value = r.json().await.unwrap();
+    let v = cv_login_answer(http, base, user, pw).await;
     (
         v["token"].as_str().unwrap().to_string(),
         v["aliasName"].as_str().unwrap().to_string(),
@@ -124,15 +116,7 @@ async fn cli_revoke_and_disable_in_another_process_take_effect_on_the_next_reque
 
 /// Whether a Commvault login is refused (Commvault answers 200 with an `errList`).
 async fn cv_login_refused(http: &reqwest::Client, base: &str, user: &str, pw: &str) -> bool {
-    let r = http
-        .post(format!("{base}{CV}/Login"))
-        .header("Accept", "application/json")
-        .json(&json!({"username": user, "password": b64(pw)}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let v: Value = r.json().await.unwrap();
+    let v = cv_login_answer(http, base, user, pw).await;
     v["token"].is_null() && v["errList"][0].is_object()
 }
 

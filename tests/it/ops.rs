@@ -6,7 +6,7 @@
 //! exact counts are asserted against a fresh `sessiond serve` process.
 
 use crate::support::process::{ServeProcess, binary, text};
-use crate::support::{ADMIN_PASSWORD, TestApp, b64};
+use crate::support::{ADMIN_PASSWORD, TestApp, b64, cv_login_answer as cv_login};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sessiond::domain::SessionToken;
@@ -66,18 +66,6 @@ async fn scrape(http: &reqwest::Client, base: &str) -> String {
     let ct = r.headers()["content-type"].to_str().unwrap().to_string();
     assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
     r.text().await.unwrap()
-}
-
-async fn cv_login(http: &reqwest::Client, base: &str, user: &str, password: &str) -> Value {
-    let r = http
-        .post(format!("{base}{LOGIN}"))
-        .header("Accept", "application/json")
-        .json(&json!({"username": user, "password": b64(password)}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.json().await.unwrap()
 }
 
 /// `QSDK <hex>` → `<hex>`.

@@ -115,9 +115,8 @@ pub async fn invoke(st: AppState, req: Request) -> Response {
         Ok(r) => r,
         Err(e) => return Json(e.body()).into_response(),
     };
-    let addr = ClientAddr::of(&headers, &st);
     let mut caller = None;
-    let result = match call_operation(&st, addr, &headers, call, &mut caller).await {
+    let result = match call_operation(&st, &headers, call, &mut caller).await {
         Ok(output) => RpcResult::Output(output),
         Err(e) => RpcResult::Error(e.typed_value()),
     };
@@ -364,7 +363,6 @@ fn security_context(mut sec: Map<String, Value>) -> Result<Security<'static>, St
 /// Runs one operation of `com.vmware.cis.session`; its output as a typed value.
 async fn call_operation<'a>(
     st: &'a AppState,
-    addr: ClientAddr,
     headers: &HeaderMap,
     call: Call<'_>,
     caller: &'a mut Option<Caller>,
@@ -398,6 +396,7 @@ async fn call_operation<'a>(
                 username: user.into_owned(),
                 password: SecretString::from(password.into_owned()),
             };
+            let addr = ClientAddr::of(headers, st);
             // Boxed: the login's future is large, and every `get` would carry it.
             let out =
                 Box::pin(login(st, creds, ConsoleType::VsphereJsonRpc, headers, addr)).await?;
@@ -412,6 +411,7 @@ async fn call_operation<'a>(
         }
         ("delete", Security::SessionId(id)) => {
             let caller = authenticate(st, Some(&id)).await?;
+            let addr = ClientAddr::of(headers, st);
             Box::pin(st.service.logout(&caller, &addr.origin(Dialect::Vsphere))).await?;
             Ok(Output::Void)
         }

@@ -148,3 +148,22 @@ pub fn b64(s: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(s)
 }
+
+/// The JSON answer of a Commvault `POST /commandcenter/api/Login` (a refusal is a 200
+/// too, with an `errList`).
+pub async fn cv_login_answer(
+    http: &reqwest::Client,
+    base: &str,
+    user: &str,
+    password: &str,
+) -> serde_json::Value {
+    let r = http
+        .post(format!("{base}/commandcenter/api/Login"))
+        .header("Accept", "application/json")
+        .json(&serde_json::json!({"username": user, "password": b64(password)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
