@@ -17,20 +17,20 @@ use crate::domain::{
 };
 use async_trait::async_trait;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{ConnectOptions, Connection, QueryBuilder, Row, Sqlite};
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, MutexGuard, mpsc, oneshot};
 
 /// The SQLite backend.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
-    writer: SqlitePool,
-    reader: SqlitePool,
+    writer: Conns,
+    reader: Conns,
     /// Bumped after every commit that ends sessions, rotates a token or changes a
     /// user (see `generation.rs`), by every process that opens the file.
     generation: Arc<Generation>,
@@ -90,8 +90,50 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// it too (seen on this project's VMs: logins then waited on reads, not on Argon2).
 /// Memory only as pages are used, and freed with the connection.
 const WRITER_CACHE: &str = "-65536";
-/// Page cache of each of the (at most 4) reader connections: 16 MiB.
+/// Page cache of each of the [`READERS`] reader connections: 16 MiB.
 const READER_CACHE: &str = "-16384";
+/// Read-only connections (reads run on them in parallel with the writer and with
+/// each other).
+const READERS: usize = 4;
+
+/// Connections the store holds itself, each behind a lock, instead of in an sqlx
+/// `Pool`: the pool pings a connection when it hands it out and again when it takes
+/// it back, two round trips to the connection's thread beside the query's own (each
+/// a wake-up of that thread and of a runtime worker; bench/PROFILE.md), and a ping
+/// proves nothing about a file this process opened. A query takes the first free
+/// connection from a rotating start, or waits in turn for one. Commands on a
+/// connection run in the order sent, so a query dropped half-way (its request gone)
+/// leaves nothing for the next holder to trip over, and a transaction dropped
+/// open queues its rollback first (sqlx's `Transaction` does that on drop).
+#[derive(Clone, Debug)]
+struct Conns {
+    conns: Arc<[Mutex<SqliteConnection>]>,
+    next: Arc<AtomicUsize>,
+}
+
+impl Conns {
+    async fn open(opts: &SqliteConnectOptions, n: usize) -> anyhow::Result<Conns> {
+        let mut conns = Vec::with_capacity(n);
+        for _ in 0..n {
+            conns.push(Mutex::new(opts.connect().await?));
+        }
+        Ok(Conns {
+            conns: conns.into(),
+            next: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    async fn get(&self) -> MutexGuard<'_, SqliteConnection> {
+        let n = self.conns.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        for i in 0..n {
+            if let Ok(conn) = self.conns[(start + i) % n].try_lock() {
+                return conn;
+            }
+        }
+        self.conns[start % n].lock().await
+    }
+}
 
 impl SqliteStore {
     /// Opens (creating and migrating if needed) the database a `sqlite:` URL names.
@@ -116,22 +158,15 @@ impl SqliteStore {
             // file past 64 KiB, which a login's ~16 changed pages reach, and every
             // commit then created, wrote and deleted a file (bench/PROFILE.md).
             .pragma("temp_store", "memory");
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(writer_opts)
+        let writer = Conns::open(&writer_opts, 1).await?;
+        sqlx::migrate!("migrations/sqlite")
+            .run(&mut *writer.get().await)
             .await?;
-        sqlx::migrate!("migrations/sqlite").run(&writer).await?;
         let reader = if memory {
             // An in-memory database exists only inside its one connection.
             writer.clone()
         } else {
-            SqlitePoolOptions::new()
-                .max_connections(4)
-                .connect_with(base.read_only(true))
-                .await?
+            Conns::open(&base.read_only(true), READERS).await?
         };
         let generation = if memory {
             Generation::in_process()
@@ -173,7 +208,8 @@ impl SqliteStore {
         const LIFE_MS: i64 = 24 * 3600 * 1000;
         let now = now.unix_millis();
         let total = i64::from(users) * i64::from(sessions_per_user);
-        let mut tx = self.writer.begin().await.map_err(backend)?;
+        let mut conn = self.writer.get().await;
+        let mut tx = conn.begin().await.map_err(backend)?;
         let first: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM users")
             .fetch_one(&mut *tx)
             .await
@@ -287,7 +323,7 @@ struct CreateJob {
 /// each: a session is on disk before its login is answered, as before, and the
 /// next commit gathers the logins that arrived meanwhile.
 struct SessionWriter {
-    writer: SqlitePool,
+    writer: Conns,
     generation: Arc<Generation>,
 }
 
@@ -329,7 +365,7 @@ impl SessionWriter {
     /// [`WRITER_CACHE`]); sessions created meanwhile wait for it.
     async fn warm_up(&self) {
         let scan = sqlx::query_scalar::<_, i64>(WARM_UP)
-            .fetch_one(&self.writer)
+            .fetch_one(&mut *self.writer.get().await)
             .await;
         if let Err(e) = scan {
             tracing::warn!(error = %e, "could not read the session index ahead of logins");
@@ -345,7 +381,8 @@ impl SessionWriter {
                 .map(|_| Err(StoreError::backend(anyhow::anyhow!("{e}"))))
                 .collect()
         };
-        let mut tx = match self.writer.begin().await {
+        let mut conn = self.writer.get().await;
+        let mut tx = match conn.begin().await {
             Ok(tx) => tx,
             Err(e) => return all_fail(&e),
         };
@@ -677,7 +714,7 @@ impl Store for SqliteStore {
         .bind(&u.password_hash.0)
         .bind(u.created_at.unix_millis())
         .bind(u.created_at.unix_millis())
-        .fetch_one(&self.writer)
+        .fetch_one(&mut *self.writer.get().await)
         .await
         .map_err(backend)?;
         user_from_row(&row)
@@ -686,7 +723,7 @@ impl Store for SqliteStore {
     async fn get_user(&self, id: UserId) -> StoreResult<Option<User>> {
         let row = sqlx::query(concat!("SELECT ", user_cols!(), " FROM users WHERE id = ?"))
             .bind(id.0)
-            .fetch_optional(&self.reader)
+            .fetch_optional(&mut *self.reader.get().await)
             .await
             .map_err(backend)?;
         row.as_ref().map(user_from_row).transpose()
@@ -699,7 +736,7 @@ impl Store for SqliteStore {
             " FROM users WHERE name_key = ?"
         ))
         .bind(name.to_lowercase())
-        .fetch_optional(&self.reader)
+        .fetch_optional(&mut *self.reader.get().await)
         .await
         .map_err(backend)?;
         row.as_ref().map(user_from_row).transpose()
@@ -713,7 +750,7 @@ impl Store for SqliteStore {
         ))
         .bind(after.map_or(i64::MIN, |u| u.0))
         .bind(limit_i64(limit))
-        .fetch_all(&self.reader)
+        .fetch_all(&mut *self.reader.get().await)
         .await
         .map_err(backend)?;
         rows.iter().map(user_from_row).collect()
@@ -736,7 +773,7 @@ impl Store for SqliteStore {
         .bind(&u.password_hash.0)
         .bind(u.updated_at.unix_millis())
         .bind(u.id.0)
-        .execute(&self.writer)
+        .execute(&mut *self.writer.get().await)
         .await
         .map_err(backend)?;
         if done.rows_affected() == 0 {
@@ -749,7 +786,7 @@ impl Store for SqliteStore {
     async fn delete_user(&self, id: UserId) -> StoreResult<bool> {
         let done = sqlx::query("DELETE FROM users WHERE id = ?")
             .bind(id.0)
-            .execute(&self.writer)
+            .execute(&mut *self.writer.get().await)
             .await
             .map_err(backend)?;
         self.generation.bump(Slot::Changes).await;
@@ -758,7 +795,7 @@ impl Store for SqliteStore {
 
     async fn count_users(&self) -> StoreResult<u64> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
-            .fetch_one(&self.reader)
+            .fetch_one(&mut *self.reader.get().await)
             .await
             .map_err(backend)?;
         Ok(u64::try_from(n).unwrap_or(0))
@@ -788,7 +825,7 @@ impl Store for SqliteStore {
             " FROM sessions WHERE token_hash = ?"
         ))
         .bind(hash.as_bytes().as_slice())
-        .fetch_optional(&self.reader)
+        .fetch_optional(&mut *self.reader.get().await)
         .await
         .map_err(backend)?;
         row.as_ref().map(session_from_row).transpose()
@@ -801,7 +838,7 @@ impl Store for SqliteStore {
             " FROM sessions WHERE id = ?"
         ))
         .bind(id_text(id))
-        .fetch_optional(&self.reader)
+        .fetch_optional(&mut *self.reader.get().await)
         .await
         .map_err(backend)?;
         row.as_ref().map(session_from_row).transpose()
@@ -811,7 +848,8 @@ impl Store for SqliteStore {
         if touches.is_empty() {
             return Ok(());
         }
-        let mut tx = self.writer.begin().await.map_err(backend)?;
+        let mut conn = self.writer.get().await;
+        let mut tx = conn.begin().await.map_err(backend)?;
         for (id, at) in touches {
             // Only raise, only while recorded live and within the absolute lifetime.
             sqlx::query(
@@ -838,7 +876,7 @@ impl Store for SqliteStore {
         .bind(end.at.unix_millis())
         .bind(end.reason.key())
         .bind(id_text(id))
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *self.writer.get().await)
         .await
         .map_err(backend)?;
         if row.is_some() {
@@ -863,7 +901,7 @@ impl Store for SqliteStore {
         .bind(end.reason.key())
         .bind(user.0)
         .bind(except.map(id_text))
-        .fetch_all(&self.writer)
+        .fetch_all(&mut *self.writer.get().await)
         .await
         .map_err(backend)?;
         if !rows.is_empty() {
@@ -884,7 +922,7 @@ impl Store for SqliteStore {
         .bind(new.as_bytes().as_slice())
         .bind(id_text(id))
         .bind(old.as_bytes().as_slice())
-        .execute(&self.writer)
+        .execute(&mut *self.writer.get().await)
         .await
         .map_err(backend)?;
         if done.rows_affected() > 0 {
@@ -896,7 +934,11 @@ impl Store for SqliteStore {
     async fn list_sessions(&self, q: &SessionQuery) -> StoreResult<Vec<Session>> {
         let mut qb = QueryBuilder::<Sqlite>::new("");
         push_list_sessions(&mut qb, q);
-        let rows = qb.build().fetch_all(&self.reader).await.map_err(backend)?;
+        let rows = qb
+            .build()
+            .fetch_all(&mut *self.reader.get().await)
+            .await
+            .map_err(backend)?;
         sessions_from_rows(&rows)
     }
 
@@ -914,7 +956,7 @@ impl Store for SqliteStore {
         ))
         .bind(now.unix_millis())
         .bind(limit_i64(limit))
-        .fetch_all(&self.writer)
+        .fetch_all(&mut *self.writer.get().await)
         .await
         .map_err(backend)?;
         if !rows.is_empty() {
@@ -930,7 +972,7 @@ impl Store for SqliteStore {
         )
         .bind(before.unix_millis())
         .bind(limit_i64(limit))
-        .execute(&self.writer)
+        .execute(&mut *self.writer.get().await)
         .await
         .map_err(backend)?;
         if done.rows_affected() > 0 {
@@ -946,13 +988,13 @@ impl Store for SqliteStore {
             )
             .bind(u.0)
             .bind(now.unix_millis())
-            .fetch_one(&self.reader)
+            .fetch_one(&mut *self.reader.get().await)
             .await,
             None => sqlx::query_scalar(
                 "SELECT COUNT(*) FROM sessions WHERE ended_at IS NULL AND deadline_at > ?",
             )
             .bind(now.unix_millis())
-            .fetch_one(&self.reader)
+            .fetch_one(&mut *self.reader.get().await)
             .await,
         }
         .map_err(backend)?;
@@ -960,7 +1002,7 @@ impl Store for SqliteStore {
     }
 
     async fn append_audit(&self, e: NewAuditEvent) -> StoreResult<()> {
-        insert_audit(&self.writer, &e).await
+        insert_audit(&mut *self.writer.get().await, &e).await
     }
 
     async fn query_audit(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
@@ -994,14 +1036,18 @@ impl Store for SqliteStore {
         }
         qb.push(" ORDER BY id DESC LIMIT ")
             .push_bind(limit_i64(q.limit));
-        let rows = qb.build().fetch_all(&self.reader).await.map_err(backend)?;
+        let rows = qb
+            .build()
+            .fetch_all(&mut *self.reader.get().await)
+            .await
+            .map_err(backend)?;
         rows.iter().map(audit_from_row).collect()
     }
 
     async fn purge_audit(&self, before: Timestamp) -> StoreResult<u64> {
         let done = sqlx::query("DELETE FROM audit_events WHERE at < ?")
             .bind(before.unix_millis())
-            .execute(&self.writer)
+            .execute(&mut *self.writer.get().await)
             .await
             .map_err(backend)?;
         Ok(done.rows_affected())
@@ -1012,7 +1058,7 @@ impl Store for SqliteStore {
             "SELECT failures, window_start, locked_until, lockouts FROM login_failures WHERE key = ?",
         )
         .bind(key)
-        .fetch_optional(&self.reader)
+        .fetch_optional(&mut *self.reader.get().await)
         .await
         .map_err(backend)?;
         row.as_ref().map(failure_from_row).transpose()
@@ -1031,7 +1077,11 @@ impl Store for SqliteStore {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let rows = qb.build().fetch_all(&self.reader).await.map_err(backend)?;
+        let rows = qb
+            .build()
+            .fetch_all(&mut *self.reader.get().await)
+            .await
+            .map_err(backend)?;
         let mut found = Vec::with_capacity(rows.len());
         for row in &rows {
             let key: String = row.try_get("key").map_err(backend)?;
@@ -1059,7 +1109,7 @@ impl Store for SqliteStore {
         .bind(key)
         .bind(now.unix_millis())
         .bind(duration_millis(window))
-        .fetch_one(&self.writer)
+        .fetch_one(&mut *self.writer.get().await)
         .await
         .map_err(backend)?;
         failure_from_row(&row)
@@ -1074,7 +1124,7 @@ impl Store for SqliteStore {
         )
         .bind(key)
         .bind(until.unix_millis())
-        .execute(&self.writer)
+        .execute(&mut *self.writer.get().await)
         .await
         .map_err(backend)?;
         Ok(())
@@ -1083,7 +1133,7 @@ impl Store for SqliteStore {
     async fn clear_login_failures(&self, key: &str) -> StoreResult<()> {
         sqlx::query("DELETE FROM login_failures WHERE key = ?")
             .bind(key)
-            .execute(&self.writer)
+            .execute(&mut *self.writer.get().await)
             .await
             .map_err(backend)?;
         Ok(())
@@ -1095,7 +1145,7 @@ impl Store for SqliteStore {
 
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1")
-            .execute(&self.reader)
+            .execute(&mut *self.reader.get().await)
             .await
             .map_err(backend)?;
         Ok(())
@@ -1208,7 +1258,11 @@ mod tests {
                         };
                         let mut qb = QueryBuilder::<Sqlite>::new("EXPLAIN QUERY PLAN ");
                         push_list_sessions(&mut qb, &q);
-                        let rows = qb.build().fetch_all(&store.reader).await.expect("plan");
+                        let rows = qb
+                            .build()
+                            .fetch_all(&mut *store.reader.get().await)
+                            .await
+                            .expect("plan");
                         let plan: Vec<String> =
                             rows.iter().map(|r| r.get::<String, _>("detail")).collect();
                         out.push((format!("{q:?}"), plan.join(" / ")));
@@ -1228,7 +1282,7 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("w.db").display());
         let store = SqliteStore::open(&url).await.expect("open");
         let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
-            .fetch_one(&store.writer)
+            .fetch_one(&mut *store.writer.get().await)
             .await
             .expect("journal_mode");
         assert_eq!(journal, "wal");
@@ -1236,13 +1290,58 @@ mod tests {
             let writer = store.writer.clone();
             async move {
                 sqlx::query_scalar::<_, i64>(sql)
-                    .fetch_one(&writer)
+                    .fetch_one(&mut *writer.get().await)
                     .await
                     .expect(sql)
             }
         };
         assert_eq!(number("PRAGMA synchronous").await, 2, "FULL");
         assert_eq!(number("PRAGMA temp_store").await, 2, "MEMORY");
+    }
+
+    /// A transaction dropped open (its request gone half-way) is rolled back before
+    /// the writer connection serves anyone else: nothing of it is ever committed,
+    /// and the next write commits on its own.
+    #[tokio::test]
+    async fn a_write_dropped_half_way_is_rolled_back_before_the_next() {
+        use crate::domain::NewUser;
+        let dir = tempfile::tempdir().expect("dir");
+        let url = format!("sqlite://{}", dir.path().join("drop.db").display());
+        let store = SqliteStore::open(&url).await.expect("open");
+        {
+            let mut conn = store.writer.get().await;
+            let mut tx = conn.begin().await.expect("begin");
+            sqlx::query(
+                "INSERT INTO users (name, name_key, guid, enabled, password_hash, created_at, \
+                 updated_at) VALUES ('ghost', 'ghost', 'G', 1, 'x', 0, 0)",
+            )
+            .execute(&mut *tx)
+            .await
+            .expect("insert");
+        }
+        let now = Timestamp::from_unix_millis(1_800_000_000_000);
+        store
+            .create_user(NewUser {
+                name: "ann".into(),
+                guid: "A".into(),
+                full_name: String::new(),
+                email: String::new(),
+                description: String::new(),
+                enabled: true,
+                roles: vec![],
+                password_hash: PasswordHash("$argon2id$fake".into()),
+                created_at: now,
+            })
+            .await
+            .expect("user");
+        let names: Vec<String> = store
+            .list_users(None, 10)
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|u| u.name)
+            .collect();
+        assert_eq!(names, ["ann"]);
     }
 
     /// Logins that arrive together are committed together (see `SessionWriter`), and
@@ -1409,7 +1508,7 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("warm.db").display());
         let store = SqliteStore::open(&url).await.expect("open");
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {WARM_UP}")))
-            .fetch_all(&store.reader)
+            .fetch_all(&mut *store.reader.get().await)
             .await
             .expect("plan");
         let plan: Vec<String> = rows.iter().map(|r| r.get::<String, _>("detail")).collect();
