@@ -374,6 +374,13 @@ impl SessionWriter {
 
     /// Each job's browser session id and evicted sessions, or why it failed; all
     /// fail alike if the transaction cannot begin or commit.
+    ///
+    /// The transaction is SQLite's own (`BEGIN` and `COMMIT` in the statements, not
+    /// sqlx's `Transaction`, whose begin and commit are round trips of their own):
+    /// the first session's statements begin it and, when the last session has no
+    /// limit to check, its statements commit it, so a login that commits alone is
+    /// one round trip to the connection's thread. Every path that leaves it open on
+    /// a failure rolls it back before the connection is let go.
     async fn create_all(&self, batch: &[CreateJob]) -> Vec<StoreResult<(i64, Vec<Session>)>> {
         let all_fail = |e: &sqlx::Error| {
             batch
@@ -382,41 +389,63 @@ impl SessionWriter {
                 .collect()
         };
         let mut conn = self.writer.get().await;
-        let mut tx = match conn.begin().await {
-            Ok(tx) => tx,
-            Err(e) => return all_fail(&e),
-        };
+        let last = batch.len().saturating_sub(1);
+        let mut committed = false;
         let mut outcomes = Vec::with_capacity(batch.len());
-        for job in batch {
-            let outcome = create_in(&mut tx, &job.new, job.limit, job.event.as_ref()).await;
+        for (i, job) in batch.iter().enumerate() {
+            let ends = Ends {
+                begin: i == 0,
+                commit: i == last && job.limit == SessionLimit::Unlimited,
+            };
+            let outcome = create_in(&mut conn, &job.new, job.limit, job.event.as_ref(), ends).await;
             // A created session's savepoint stays open (the commit releases them all);
             // a refused one's is rolled back, `ROLLBACK TO` naming the newest
             // savepoint, its own. A refusal is only ever decided after the savepoint
             // was taken; after any other failure that is not known, and the whole
-            // transaction goes.
+            // transaction goes. A session whose user is gone changed nothing, and
+            // its statements ran to the end: with the commit, if they carried it.
             match &outcome {
+                Ok(_) | Err(StoreError::NotFound) if ends.commit => committed = true,
                 Ok(_) => {}
                 Err(StoreError::Conflict(_) | StoreError::NotFound | StoreError::LimitReached) => {
                     if let Err(e) =
                         sqlx::raw_sql("ROLLBACK TO create_session; RELEASE create_session")
-                            .execute(&mut *tx)
+                            .execute(&mut *conn)
                             .await
                     {
+                        roll_back(&mut conn).await;
                         return all_fail(&e);
                     }
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "creating a session failed");
+                    roll_back(&mut conn).await;
                     return batch.iter().map(|_| Err(writer_failed())).collect();
                 }
             }
             outcomes.push(outcome);
         }
-        match tx.commit().await {
-            Ok(()) => outcomes,
-            Err(e) => all_fail(&e),
+        if !committed && let Err(e) = sqlx::raw_sql("COMMIT").execute(&mut *conn).await {
+            roll_back(&mut conn).await;
+            return all_fail(&e);
         }
+        outcomes
     }
+}
+
+/// Ends the writer's open transaction, if there is one (after a failure it may or
+/// may not be: SQLite rolls back some failed commits itself).
+async fn roll_back(conn: &mut SqliteConnection) {
+    if let Err(e) = sqlx::raw_sql("ROLLBACK").execute(conn).await {
+        tracing::debug!(error = %e, "rollback after a failed session create");
+    }
+}
+
+/// Whether a session's statements begin the batch's transaction, and commit it.
+#[derive(Clone, Copy)]
+struct Ends {
+    begin: bool,
+    commit: bool,
 }
 
 /// Creating a session, from its savepoint to its audit event, is one round trip to
@@ -429,9 +458,9 @@ impl SessionWriter {
 /// insert after the update moved it on; the update's `RETURNING` row is how the
 /// caller knows the user exists (without it, nothing was inserted).
 macro_rules! create_statements {
-    ($savepoint:expr, $audit:expr) => {
+    ($start:expr, $audit:expr, $commit:expr) => {
         concat!(
-            $savepoint,
+            $start,
             "UPDATE users SET next_browser_session_id = next_browser_session_id + 1 \
              WHERE id = ?1 RETURNING next_browser_session_id - 1; \
              INSERT INTO sessions (",
@@ -439,18 +468,22 @@ macro_rules! create_statements {
             ", deadline_at) SELECT ?2, ?3, ?1, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
              next_browser_session_id - 1, ?11, ?11, ?12, ?13, NULL, NULL, ?14 \
              FROM users WHERE id = ?1;",
-            $audit
+            $audit,
+            $commit
         )
     };
 }
 
-/// The audit event's insert in [`create_statements`], its values from `?15`.
+/// The audit event's insert in [`create_statements`], its values from `?15`: only
+/// if the session was inserted (`changes()` counts the rows of the statement just
+/// before), so that a commit in the same statements never records a login whose
+/// user had gone.
 macro_rules! audit_insert_numbered {
     () => {
         concat!(
             " INSERT INTO audit_events (",
             audit_cols!(),
-            ") VALUES (?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24);"
+            ") SELECT ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24 WHERE changes() = 1;"
         )
     };
 }
@@ -462,27 +495,43 @@ macro_rules! savepoint {
     };
 }
 
-/// [`create_statements`] by (opens its own savepoint, writes an audit event).
-const CREATE_STATEMENTS: [[&str; 2]; 2] = [
-    [
-        create_statements!("", ""),
-        create_statements!("", audit_insert_numbered!()),
-    ],
-    [
-        create_statements!(savepoint!(), ""),
-        create_statements!(savepoint!(), audit_insert_numbered!()),
-    ],
+/// [`create_statements`] with no limit to check, under the session's own
+/// savepoint, by (begins the transaction, commits it, writes an audit event).
+macro_rules! unlimited {
+    ($begin:expr, $commit:expr) => {
+        [
+            create_statements!(concat!($begin, savepoint!()), "", $commit),
+            create_statements!(
+                concat!($begin, savepoint!()),
+                audit_insert_numbered!(),
+                $commit
+            ),
+        ]
+    };
+}
+const CREATE_UNLIMITED: [[[&str; 2]; 2]; 2] = [
+    [unlimited!("", ""), unlimited!("", " COMMIT;")],
+    [unlimited!("BEGIN; ", ""), unlimited!("BEGIN; ", " COMMIT;")],
 ];
 
-/// One new session (and its audit event) inside `tx`, under a savepoint of its
-/// own named `create_session` that it leaves open (see [`SessionWriter`]): the
-/// per-user limit applied (evicting or refusing), a browser session id taken, the
-/// row inserted. Returns the browser session id and the sessions evicted.
+/// [`create_statements`] after a limit was checked (the savepoint, and the
+/// transaction, already open), by (writes an audit event).
+const CREATE_LIMITED: [&str; 2] = [
+    create_statements!("", "", ""),
+    create_statements!("", audit_insert_numbered!(), ""),
+];
+
+/// One new session (and its audit event) in the writer's transaction (begun or
+/// committed here as `ends` says), under a savepoint of its own named
+/// `create_session` that it leaves open (see [`SessionWriter`]): the per-user limit
+/// applied (evicting or refusing), a browser session id taken, the row inserted.
+/// Returns the browser session id and the sessions evicted.
 async fn create_in(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    conn: &mut SqliteConnection,
     new: &NewSession,
     limit: SessionLimit,
     event: Option<&NewAuditEvent>,
+    ends: Ends,
 ) -> StoreResult<(i64, Vec<Session>)> {
     let now = new.created_at.unix_millis();
     let mut evicted = Vec::new();
@@ -491,8 +540,13 @@ async fn create_in(
         SessionLimit::Deny(n) | SessionLimit::EvictOldest(n) => Some(n as usize),
     };
     if let Some(max) = max {
-        sqlx::raw_sql(savepoint!())
-            .execute(&mut **tx)
+        let start = if ends.begin {
+            concat!("BEGIN; ", savepoint!())
+        } else {
+            savepoint!()
+        };
+        sqlx::raw_sql(start)
+            .execute(&mut *conn)
             .await
             .map_err(backend)?;
         let live: Vec<String> = sqlx::query_scalar(
@@ -501,7 +555,7 @@ async fn create_in(
         )
         .bind(new.user_id.0)
         .bind(now)
-        .fetch_all(&mut **tx)
+        .fetch_all(&mut *conn)
         .await
         .map_err(backend)?;
         if live.len() >= max {
@@ -518,7 +572,7 @@ async fn create_in(
                 .bind(now)
                 .bind(EndReason::Evicted.key())
                 .bind(id)
-                .fetch_optional(&mut **tx)
+                .fetch_optional(&mut *conn)
                 .await
                 .map_err(backend)?;
                 if let Some(row) = row {
@@ -531,7 +585,11 @@ async fn create_in(
     let deadline = now
         .saturating_add(idle_ms)
         .min(new.expires_at.unix_millis());
-    let sql = CREATE_STATEMENTS[usize::from(max.is_none())][usize::from(event.is_some())];
+    let audited = usize::from(event.is_some());
+    let sql = match max {
+        Some(_) => CREATE_LIMITED[audited],
+        None => CREATE_UNLIMITED[usize::from(ends.begin)][usize::from(ends.commit)][audited],
+    };
     let query = sqlx::query(sql)
         .bind(new.user_id.0)
         .bind(id_text(new.id))
@@ -552,7 +610,7 @@ async fn create_in(
         None => query,
     };
     // The rows of every statement: the update's one, if the user exists.
-    let rows = query.fetch_all(&mut **tx).await.map_err(backend)?;
+    let rows = query.fetch_all(&mut *conn).await.map_err(backend)?;
     let bsid = rows
         .first()
         .ok_or(StoreError::NotFound)?
@@ -1342,6 +1400,140 @@ mod tests {
             .map(|u| u.name)
             .collect();
         assert_eq!(names, ["ann"]);
+    }
+
+    /// Without a limit, a session's statements carry the commit when it is the last
+    /// of its batch (see `SessionWriter::create_all`), and each login is still
+    /// decided alone: of 24 concurrent logins, those whose user is gone create
+    /// nothing and record no audit event, those whose token hash is taken are
+    /// refused, and the rest are committed with their events; the writer is then
+    /// free (no transaction left open) for the next.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unlimited_creates_commit_with_their_statements_and_fail_alone() {
+        use crate::domain::{
+            AuditKind, ClientInfo, ConsoleType, Dialect, NewUser, SessionToken, UserRef,
+        };
+        let dir = tempfile::tempdir().expect("dir");
+        let url = format!("sqlite://{}", dir.path().join("fold.db").display());
+        let store = SqliteStore::open(&url).await.expect("open");
+        let now = Timestamp::from_unix_millis(1_800_000_000_000);
+        let user = store
+            .create_user(NewUser {
+                name: "ann".into(),
+                guid: "A".into(),
+                full_name: String::new(),
+                email: String::new(),
+                description: String::new(),
+                enabled: true,
+                roles: vec![],
+                password_hash: PasswordHash("$argon2id$fake".into()),
+                created_at: now,
+            })
+            .await
+            .expect("user");
+        let gone = UserId(999_999);
+        let session_of = |user_id, token_hash| NewSession {
+            id: SessionId::generate(),
+            token_hash,
+            user_id,
+            user_name: "ann".into(),
+            client: ClientInfo::default(),
+            console_type: ConsoleType::CommandLine,
+            dialect: Dialect::Commvault,
+            created_at: now,
+            idle_timeout: Duration::from_secs(1800),
+            expires_at: now.plus(Duration::from_secs(86_400)),
+        };
+        let fresh_hash = || SessionToken::generate().expect("rng").hash();
+        let taken = fresh_hash();
+        store
+            .create_session(session_of(user.id, taken), SessionLimit::Unlimited)
+            .await
+            .expect("first session");
+        let event_for = |new: &NewSession| {
+            let who = UserRef {
+                id: new.user_id,
+                name: "ann".into(),
+            };
+            NewAuditEvent {
+                at: now,
+                kind: AuditKind::LoginSucceeded,
+                actor: Some(who.clone()),
+                subject: Some(who),
+                session_id: Some(new.id),
+                source: String::new(),
+                dialect: Some(Dialect::Commvault),
+                detail: String::new(),
+            }
+        };
+        // Alone, so first and last of its batch: its statements carry the commit.
+        let alone = session_of(gone, fresh_hash());
+        let event = event_for(&alone);
+        let refused = store
+            .create_session_audited(alone, SessionLimit::Unlimited, event)
+            .await;
+        assert!(matches!(refused, Err(StoreError::NotFound)), "{refused:?}");
+        let logins = (0..24).map(|i| {
+            let store = store.clone();
+            let new = match i % 4 {
+                1 => session_of(gone, fresh_hash()),
+                2 => session_of(user.id, taken),
+                _ => session_of(user.id, fresh_hash()),
+            };
+            let event = event_for(&new);
+            tokio::spawn(async move {
+                let hash = new.token_hash;
+                let created = store
+                    .create_session_audited(new, SessionLimit::Unlimited, event)
+                    .await;
+                (created, hash)
+            })
+        });
+        let (mut created, mut not_found, mut conflicts) = (Vec::new(), 0, 0);
+        for login in logins.collect::<Vec<_>>() {
+            match login.await.expect("task") {
+                (Ok(c), hash) => created.push((c.session, hash)),
+                (Err(StoreError::NotFound), _) => not_found += 1,
+                (Err(StoreError::Conflict(_)), _) => conflicts += 1,
+                (Err(e), _) => panic!("unexpected {e}"),
+            }
+        }
+        assert_eq!((created.len(), not_found, conflicts), (12, 6, 6));
+        for (session, hash) in &created {
+            let found = store.find_session_by_token(hash).await.expect("find");
+            assert_eq!(found.map(|f| f.id), Some(session.id));
+        }
+        let events_of = |user| {
+            let store = store.clone();
+            async move {
+                store
+                    .query_audit(&AuditQuery {
+                        user: Some(user),
+                        kinds: vec![AuditKind::LoginSucceeded],
+                        since: None,
+                        until: None,
+                        before_id: None,
+                        limit: 100,
+                    })
+                    .await
+                    .expect("audit")
+                    .len()
+            }
+        };
+        assert_eq!(events_of(user.id).await, 12);
+        assert_eq!(events_of(gone).await, 0);
+        let last = fresh_hash();
+        store
+            .create_session(session_of(user.id, last), SessionLimit::Unlimited)
+            .await
+            .expect("a login after them");
+        assert!(
+            store
+                .find_session_by_token(&last)
+                .await
+                .expect("find")
+                .is_some()
+        );
     }
 
     /// Logins that arrive together are committed together (see `SessionWriter`), and
