@@ -209,9 +209,14 @@ impl Service {
         {
             // The entry's last access already holds every touch of this instance.
             if session.state_at_after_access(now, last_access) == SessionState::Live {
-                self.inner
-                    .touches
-                    .record_by(session.id, session.user_id, now);
+                // A touch at `now` or later was recorded by the request that raised the
+                // entry to it (the clock counts milliseconds: a busy session's requests
+                // mostly share one), so only a later one takes the buffer's lock.
+                if last_access < now {
+                    self.inner
+                        .touches
+                        .record_by(session.id, session.user_id, now);
+                }
                 return Ok(Ok(Caller {
                     session,
                     last_accessed_at: now,

@@ -562,6 +562,16 @@ mod touch_bound_tests {
         assert_eq!(stored(store.clone()).await, start, "not written at once");
         svc.flush_touches().await.unwrap();
         assert_eq!(stored(store.clone()).await, touched_at);
+        // A request in the same millisecond finds its touch recorded already; the
+        // next millisecond's is recorded and written.
+        svc.authenticate(token.to_hex().as_bytes()).await.unwrap();
+        clock.advance(Duration::from_millis(1));
+        svc.authenticate(token.to_hex().as_bytes()).await.unwrap();
+        svc.flush_touches().await.unwrap();
+        assert_eq!(
+            stored(store.clone()).await,
+            touched_at.plus(Duration::from_millis(1))
+        );
         let mut too_slow = config_with_interval(Duration::from_millis(1500));
         assert!(too_slow.validate().is_err());
         too_slow.touch_flush_interval = MAX_TOUCH_STALENESS;

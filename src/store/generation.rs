@@ -75,9 +75,8 @@ struct SharedFile {
     fresh_until: AtomicU64,
     /// The slots as last read.
     seen: [AtomicU64; 2],
-    /// One reader of the file at a time, so that a slower read cannot replace a
-    /// newer one's values.
-    reading: Mutex<()>,
+    /// One publisher of a read at a time (see [`SharedFile::slots`]).
+    publishing: Mutex<()>,
 }
 
 impl SharedFile {
@@ -86,14 +85,21 @@ impl SharedFile {
     }
 
     /// Both slots, from the last read if it is recent enough, otherwise from the file.
+    ///
+    /// Threads that find the last read too old each read the file (one 16-byte
+    /// `pread`) rather than wait for one another: waiting on a lock held across the
+    /// read put a `futex` wait and wake-up on both runtime workers at most window
+    /// ends under load, the largest part of the system calls sessiond made beyond
+    /// the HTTP ceiling's. Only publishing what was read is serialized, and a read
+    /// is published only if it started after the one published (a slower, older
+    /// read never replaces a newer one); a thread that finds another publishing
+    /// uses its own read without publishing it.
     fn slots(&self) -> Option<[u64; 2]> {
         let now = self.nanos();
         if now < self.fresh_until.load(Ordering::Acquire) {
             return Some(self.seen.each_ref().map(|v| v.load(Ordering::Acquire)));
         }
-        let _one = self.reading.lock().unwrap_or_else(|e| e.into_inner());
-        // Another thread may have read since, but only a read that started after
-        // `now` is as fresh as the caller needs; reading again is simpler.
+        // Only a read that starts after `now` is as fresh as the caller needs.
         let start = self.nanos();
         let mut buf = [0u8; 16];
         if self.file.read_exact_at(&mut buf, 0).is_err() {
@@ -106,11 +112,15 @@ impl SharedFile {
             u64::from_le_bytes(w)
         };
         let slots = [word(0..8), word(8..16)];
-        for (seen, v) in self.seen.iter().zip(slots) {
-            seen.store(v, Ordering::Release);
+        if let Ok(_publishing) = self.publishing.try_lock() {
+            let until = start.saturating_add(u64::try_from(self.window.as_nanos()).unwrap_or(0));
+            if until > self.fresh_until.load(Ordering::Acquire) {
+                for (seen, v) in self.seen.iter().zip(slots) {
+                    seen.store(v, Ordering::Release);
+                }
+                self.fresh_until.store(until, Ordering::Release);
+            }
         }
-        let until = start.saturating_add(u64::try_from(self.window.as_nanos()).unwrap_or(0));
-        self.fresh_until.store(until, Ordering::Release);
         Some(slots)
     }
 }
@@ -150,7 +160,7 @@ impl Generation {
                 epoch: Instant::now(),
                 fresh_until: AtomicU64::new(0),
                 seen: [AtomicU64::new(0), AtomicU64::new(0)],
-                reading: Mutex::new(()),
+                publishing: Mutex::new(()),
             }),
         })
     }
