@@ -9,14 +9,28 @@
 //! set before the notification is sent); on every other wake-up it reads one atomic
 //! that does not change until shutdown. The connections are hyper-util's
 //! (`GracefulConnection`), told to finish by their own `graceful_shutdown`.
+//!
+//! **A wake-up during its own poll is served at once.** A connection's request body
+//! is read by hyper only once the handler has asked for it: the handler's first
+//! poll signals "want" (waking the connection's own task) and returns pending, and
+//! hyper then ends its poll. Through tokio, that wake-up put the connection at the
+//! back of its worker's run queue, behind every other ready connection, before the
+//! body was read and the answer made: a JSON-RPC call (the one session get with a
+//! body) waited a whole round of the queue (p90 at 64 connections 1.4–2.4 ms
+//! against 0.6 ms for the bodiless REST get) and cost a second task poll. The
+//! connection is now polled with a waker of its own ([`Relay`]) that notes a wake-up
+//! made while the connection is being polled, and the connection is polled again
+//! right away (at most [`REPOLLS`] times, then the wake-up goes to tokio as usual);
+//! a wake-up from anywhere else goes to the task's waker at once.
 
+use futures_util::task::AtomicWaker;
 use hyper_util::server::graceful::GracefulConnection;
 use pin_project_lite::pin_project;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Wake, Waker};
 use tokio::sync::watch;
 
 /// Tells watched connections to finish, and waits until they have.
@@ -74,6 +88,72 @@ impl Watcher {
             guard: None,
             registered: None,
             begun,
+            relay: Relayed::new(),
+        }
+    }
+}
+
+/// Polls of a connection in a row that a wake-up during the poll may ask for
+/// before the wake-up is left to tokio (hyper yields after a burst of pipelined
+/// requests, and tokio's budget wakes a task it stops; both mean "let others run").
+const REPOLLS: usize = 2;
+
+/// The waker a connection is polled with (see the module documentation).
+struct Relay {
+    task: AtomicWaker,
+    polling: AtomicBool,
+    woken: AtomicBool,
+}
+
+/// A [`Relay`] and the waker made of it, for one connection.
+struct Relayed {
+    relay: Arc<Relay>,
+    waker: Waker,
+}
+
+impl Relayed {
+    fn new() -> Self {
+        let relay = Arc::new(Relay {
+            task: AtomicWaker::new(),
+            polling: AtomicBool::new(false),
+            woken: AtomicBool::new(false),
+        });
+        let waker = Waker::from(Arc::clone(&relay));
+        Relayed { relay, waker }
+    }
+
+    /// Polls `fut` for the task `cx` belongs to, again at once while it wakes
+    /// itself during its poll (see the module documentation).
+    fn poll<F: Future>(&self, mut fut: Pin<&mut F>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let relay = &self.relay;
+        relay.task.register(cx.waker());
+        let mut relayed = Context::from_waker(&self.waker);
+        for _ in 0..=REPOLLS {
+            relay.woken.store(false, Ordering::SeqCst);
+            relay.polling.store(true, Ordering::SeqCst);
+            let polled = fut.as_mut().poll(&mut relayed);
+            relay.polling.store(false, Ordering::SeqCst);
+            if polled.is_ready() || !relay.woken.load(Ordering::SeqCst) {
+                return polled;
+            }
+        }
+        // Still waking itself: tokio polls it again after the others.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl Wake for Relay {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        // Noted first, then the poller's state read; the poller clears `polling`
+        // before it reads `woken`: one of the two always sees the other.
+        self.woken.store(true, Ordering::SeqCst);
+        if !self.polling.load(Ordering::SeqCst) {
+            self.task.wake();
         }
     }
 }
@@ -92,6 +172,8 @@ pin_project! {
         // The waker `cancel` last registered.
         registered: Option<Waker>,
         begun: Arc<AtomicBool>,
+        // The connection's own waker (see the module documentation).
+        relay: Relayed,
     }
 }
 
@@ -116,7 +198,7 @@ impl<C: GracefulConnection> Future for Watched<C> {
                 }
             }
         }
-        this.conn.poll(cx)
+        this.relay.poll(this.conn, cx)
     }
 }
 
@@ -168,6 +250,62 @@ mod tests {
         let mut buf = vec![0u8; 1024];
         let n = client.read(&mut buf).await.unwrap();
         String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    /// Counts the wake-ups of the task it stands for.
+    #[derive(Default)]
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A future that wakes itself during each of its first `pending` polls.
+    fn waking_itself(pending: usize) -> impl Future<Output = usize> {
+        let mut polls = 0;
+        std::future::poll_fn(move |cx| {
+            polls += 1;
+            if polls > pending {
+                Poll::Ready(polls)
+            } else {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        })
+    }
+
+    /// A wake-up during the poll is served by polling again at once, without a
+    /// round through the task's waker; one that keeps coming goes to the task after
+    /// `REPOLLS` more polls; one from elsewhere goes to the task at once.
+    #[test]
+    fn a_wake_up_during_the_poll_polls_again_at_once() {
+        let count = Arc::new(Count::default());
+        let task = Waker::from(Arc::clone(&count));
+        let mut cx = Context::from_waker(&task);
+        let relayed = Relayed::new();
+
+        let mut once = std::pin::pin!(waking_itself(1));
+        assert_eq!(relayed.poll(once.as_mut(), &mut cx), Poll::Ready(2));
+        assert_eq!(count.0.load(Ordering::SeqCst), 0);
+
+        let mut always = std::pin::pin!(waking_itself(usize::MAX));
+        assert_eq!(relayed.poll(always.as_mut(), &mut cx), Poll::Pending);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let mut later = std::pin::pin!(rx);
+        assert!(relayed.poll(later.as_mut(), &mut cx).is_pending());
+        std::thread::spawn(move || tx.send(()))
+            .join()
+            .unwrap()
+            .unwrap();
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+        assert!(relayed.poll(later.as_mut(), &mut cx).is_ready());
     }
 
     #[tokio::test]
