@@ -1294,6 +1294,75 @@ mod tests {
     use crate::domain::SessionId;
     use crate::store::SessionCursor;
 
+    /// The user the session-writer tests log in.
+    fn ann(now: Timestamp) -> crate::domain::NewUser {
+        crate::domain::NewUser {
+            name: "ann".into(),
+            guid: "A".into(),
+            full_name: String::new(),
+            email: String::new(),
+            description: String::new(),
+            enabled: true,
+            roles: vec![],
+            password_hash: PasswordHash("$argon2id$fake".into()),
+            created_at: now,
+        }
+    }
+
+    /// A session of `ann`'s (by name) for the user `user_id`, created at `now`.
+    fn session_of(user_id: UserId, token_hash: TokenHash, now: Timestamp) -> NewSession {
+        NewSession {
+            id: SessionId::generate(),
+            token_hash,
+            user_id,
+            user_name: "ann".into(),
+            client: ClientInfo::default(),
+            console_type: ConsoleType::CommandLine,
+            dialect: Dialect::Commvault,
+            created_at: now,
+            idle_timeout: Duration::from_secs(1800),
+            expires_at: now.plus(Duration::from_secs(86_400)),
+        }
+    }
+
+    /// The audit event of a login that creates `new`.
+    fn login_event(new: &NewSession, now: Timestamp) -> NewAuditEvent {
+        let who = UserRef {
+            id: new.user_id,
+            name: new.user_name.clone(),
+        };
+        NewAuditEvent {
+            at: now,
+            kind: AuditKind::LoginSucceeded,
+            actor: Some(who.clone()),
+            subject: Some(who),
+            session_id: Some(new.id),
+            source: String::new(),
+            dialect: Some(Dialect::Commvault),
+            detail: String::new(),
+        }
+    }
+
+    /// How many successful logins of `user` (of anyone: `None`) the audit trail holds.
+    async fn logins_recorded(store: &SqliteStore, user: Option<UserId>) -> usize {
+        store
+            .query_audit(&AuditQuery {
+                user,
+                kinds: vec![AuditKind::LoginSucceeded],
+                since: None,
+                until: None,
+                before_id: None,
+                limit: 100,
+            })
+            .await
+            .expect("audit")
+            .len()
+    }
+
+    fn fresh_hash() -> TokenHash {
+        crate::domain::SessionToken::generate().expect("rng").hash()
+    }
+
     /// The query plan of every listing shape: which index it walks, and that it never
     /// sorts (a sort would read every matching row before the first page).
     async fn plans(store: &SqliteStore) -> Vec<(String, String)> {
@@ -1362,7 +1431,6 @@ mod tests {
     /// and the next write commits on its own.
     #[tokio::test]
     async fn a_write_dropped_half_way_is_rolled_back_before_the_next() {
-        use crate::domain::NewUser;
         let dir = tempfile::tempdir().expect("dir");
         let url = format!("sqlite://{}", dir.path().join("drop.db").display());
         let store = SqliteStore::open(&url).await.expect("open");
@@ -1378,20 +1446,7 @@ mod tests {
             .expect("insert");
         }
         let now = Timestamp::from_unix_millis(1_800_000_000_000);
-        store
-            .create_user(NewUser {
-                name: "ann".into(),
-                guid: "A".into(),
-                full_name: String::new(),
-                email: String::new(),
-                description: String::new(),
-                enabled: true,
-                roles: vec![],
-                password_hash: PasswordHash("$argon2id$fake".into()),
-                created_at: now,
-            })
-            .await
-            .expect("user");
+        store.create_user(ann(now)).await.expect("user");
         let names: Vec<String> = store
             .list_users(None, 10)
             .await
@@ -1410,65 +1465,20 @@ mod tests {
     /// free (no transaction left open) for the next.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn unlimited_creates_commit_with_their_statements_and_fail_alone() {
-        use crate::domain::{
-            AuditKind, ClientInfo, ConsoleType, Dialect, NewUser, SessionToken, UserRef,
-        };
         let dir = tempfile::tempdir().expect("dir");
         let url = format!("sqlite://{}", dir.path().join("fold.db").display());
         let store = SqliteStore::open(&url).await.expect("open");
         let now = Timestamp::from_unix_millis(1_800_000_000_000);
-        let user = store
-            .create_user(NewUser {
-                name: "ann".into(),
-                guid: "A".into(),
-                full_name: String::new(),
-                email: String::new(),
-                description: String::new(),
-                enabled: true,
-                roles: vec![],
-                password_hash: PasswordHash("$argon2id$fake".into()),
-                created_at: now,
-            })
-            .await
-            .expect("user");
+        let user = store.create_user(ann(now)).await.expect("user");
         let gone = UserId(999_999);
-        let session_of = |user_id, token_hash| NewSession {
-            id: SessionId::generate(),
-            token_hash,
-            user_id,
-            user_name: "ann".into(),
-            client: ClientInfo::default(),
-            console_type: ConsoleType::CommandLine,
-            dialect: Dialect::Commvault,
-            created_at: now,
-            idle_timeout: Duration::from_secs(1800),
-            expires_at: now.plus(Duration::from_secs(86_400)),
-        };
-        let fresh_hash = || SessionToken::generate().expect("rng").hash();
         let taken = fresh_hash();
         store
-            .create_session(session_of(user.id, taken), SessionLimit::Unlimited)
+            .create_session(session_of(user.id, taken, now), SessionLimit::Unlimited)
             .await
             .expect("first session");
-        let event_for = |new: &NewSession| {
-            let who = UserRef {
-                id: new.user_id,
-                name: "ann".into(),
-            };
-            NewAuditEvent {
-                at: now,
-                kind: AuditKind::LoginSucceeded,
-                actor: Some(who.clone()),
-                subject: Some(who),
-                session_id: Some(new.id),
-                source: String::new(),
-                dialect: Some(Dialect::Commvault),
-                detail: String::new(),
-            }
-        };
         // Alone, so first and last of its batch: its statements carry the commit.
-        let alone = session_of(gone, fresh_hash());
-        let event = event_for(&alone);
+        let alone = session_of(gone, fresh_hash(), now);
+        let event = login_event(&alone, now);
         let refused = store
             .create_session_audited(alone, SessionLimit::Unlimited, event)
             .await;
@@ -1476,11 +1486,11 @@ mod tests {
         let logins = (0..24).map(|i| {
             let store = store.clone();
             let new = match i % 4 {
-                1 => session_of(gone, fresh_hash()),
-                2 => session_of(user.id, taken),
-                _ => session_of(user.id, fresh_hash()),
+                1 => session_of(gone, fresh_hash(), now),
+                2 => session_of(user.id, taken, now),
+                _ => session_of(user.id, fresh_hash(), now),
             };
-            let event = event_for(&new);
+            let event = login_event(&new, now);
             tokio::spawn(async move {
                 let hash = new.token_hash;
                 let created = store
@@ -1503,28 +1513,11 @@ mod tests {
             let found = store.find_session_by_token(hash).await.expect("find");
             assert_eq!(found.map(|f| f.id), Some(session.id));
         }
-        let events_of = |user| {
-            let store = store.clone();
-            async move {
-                store
-                    .query_audit(&AuditQuery {
-                        user: Some(user),
-                        kinds: vec![AuditKind::LoginSucceeded],
-                        since: None,
-                        until: None,
-                        before_id: None,
-                        limit: 100,
-                    })
-                    .await
-                    .expect("audit")
-                    .len()
-            }
-        };
-        assert_eq!(events_of(user.id).await, 12);
-        assert_eq!(events_of(gone).await, 0);
+        assert_eq!(logins_recorded(&store, Some(user.id)).await, 12);
+        assert_eq!(logins_recorded(&store, Some(gone)).await, 0);
         let last = fresh_hash();
         store
-            .create_session(session_of(user.id, last), SessionLimit::Unlimited)
+            .create_session(session_of(user.id, last, now), SessionLimit::Unlimited)
             .await
             .expect("a login after them");
         assert!(
@@ -1542,57 +1535,16 @@ mod tests {
     /// refused without undoing anyone else's.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_creates_share_commits_and_fail_alone() {
-        use crate::domain::{
-            AuditKind, ClientInfo, ConsoleType, Dialect, NewUser, SessionToken, UserRef,
-        };
         let dir = tempfile::tempdir().expect("dir");
         let url = format!("sqlite://{}", dir.path().join("group.db").display());
         let store = SqliteStore::open(&url).await.expect("open");
         let now = Timestamp::from_unix_millis(1_800_000_000_000);
-        let user = store
-            .create_user(NewUser {
-                name: "ann".into(),
-                guid: "A".into(),
-                full_name: String::new(),
-                email: String::new(),
-                description: String::new(),
-                enabled: true,
-                roles: vec![],
-                password_hash: PasswordHash("$argon2id$fake".into()),
-                created_at: now,
-            })
-            .await
-            .expect("user");
-        let session_with = |token_hash| NewSession {
-            id: SessionId::generate(),
-            token_hash,
-            user_id: user.id,
-            user_name: user.name.clone(),
-            client: ClientInfo::default(),
-            console_type: ConsoleType::CommandLine,
-            dialect: Dialect::Commvault,
-            created_at: now,
-            idle_timeout: Duration::from_secs(1800),
-            expires_at: now.plus(Duration::from_secs(86_400)),
-        };
-        let fresh_hash = || SessionToken::generate().expect("rng").hash();
+        let user = store.create_user(ann(now)).await.expect("user");
+        let session_with = |token_hash| session_of(user.id, token_hash, now);
         let logins = (0..24).map(|_| {
             let store = store.clone();
             let new = session_with(fresh_hash());
-            let who = UserRef {
-                id: user.id,
-                name: user.name.clone(),
-            };
-            let event = NewAuditEvent {
-                at: now,
-                kind: AuditKind::LoginSucceeded,
-                actor: Some(who.clone()),
-                subject: Some(who),
-                session_id: Some(new.id),
-                source: String::new(),
-                dialect: Some(Dialect::Commvault),
-                detail: String::new(),
-            };
+            let event = login_event(&new, now);
             tokio::spawn(async move {
                 let hash = new.token_hash;
                 let created = store
@@ -1618,18 +1570,7 @@ mod tests {
             let found = store.find_session_by_token(hash).await.expect("find");
             assert_eq!(found.map(|f| f.id), Some(session.id));
         }
-        let events = store
-            .query_audit(&AuditQuery {
-                user: Some(user.id),
-                kinds: vec![AuditKind::LoginSucceeded],
-                since: None,
-                until: None,
-                before_id: None,
-                limit: 100,
-            })
-            .await
-            .expect("audit");
-        assert_eq!(events.len(), 5);
+        assert_eq!(logins_recorded(&store, Some(user.id)).await, 5);
 
         // A login that fails after its first write (a token hash already taken:
         // after the browser session id was counted) leaves nothing behind.
@@ -1679,18 +1620,7 @@ mod tests {
                     .is_some()
             );
         }
-        let events = store
-            .query_audit(&AuditQuery {
-                user: None,
-                kinds: vec![AuditKind::LoginSucceeded],
-                since: None,
-                until: None,
-                before_id: None,
-                limit: 100,
-            })
-            .await
-            .expect("audit");
-        assert_eq!(events.len(), 5 + 2);
+        assert_eq!(logins_recorded(&store, None).await, 5 + 2);
     }
 
     /// The writer's warm-up reads the token-hash index alone, not the table.
