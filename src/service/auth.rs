@@ -7,6 +7,7 @@ use crate::domain::{
     AuditKind, ClientInfo, ConsoleType, Dialect, EndReason, NewAuditEvent, NewSession, Session,
     SessionEnd, SessionId, SessionState, SessionToken, Timestamp, TokenHash, User, UserRef,
 };
+use crate::store::StoreGeneration;
 use crate::telemetry::{self, LoginResult};
 use secrecy::SecretString;
 use std::future::Future;
@@ -39,7 +40,7 @@ pub struct LoginOutcome {
 struct CacheMiss {
     hash: TokenHash,
     now: Timestamp,
-    generation: Option<u64>,
+    generation: Option<StoreGeneration>,
 }
 
 impl Service {
@@ -203,9 +204,10 @@ impl Service {
         let now = self.now();
         // Read before the store lookup: a write racing with it moves the generation
         // and the insert after it is refused.
-        let generation = self.store().session_generation().map(|g| g.changes);
+        let generation = self.store().session_generation();
         if let Some(g) = generation
-            && let Some((session, last_access)) = self.inner.cache.get_touched(g, &hash, now)
+            && let Some((session, last_access)) =
+                self.inner.cache.get_touched(g.changes, &hash, now)
         {
             // The entry's last access already holds every touch of this instance.
             if session.state_at_after_access(now, last_access) == SessionState::Live {
@@ -220,6 +222,7 @@ impl Service {
                 return Ok(Ok(Caller {
                     session,
                     last_accessed_at: now,
+                    generation,
                 }));
             }
             // The cached copy may be staler than the store (touches made by another
@@ -267,11 +270,12 @@ impl Service {
         session.last_accessed_at = now;
         let session = Arc::new(session);
         if let Some(g) = generation {
-            self.inner.cache.insert(g, hash, session.clone());
+            self.inner.cache.insert(g.changes, hash, session.clone());
         }
         Ok(Caller {
             session,
             last_accessed_at: now,
+            generation,
         })
     }
 
@@ -332,7 +336,7 @@ impl Service {
 
     /// The user behind a caller (for dialects that render user details).
     pub async fn caller_user(&self, caller: &Caller) -> ServiceResult<Arc<User>> {
-        self.user_by(UserKey::Id(caller.user_id()))
+        self.user_at(UserKey::Id(caller.user_id()), caller.generation)
             .await?
             .ok_or(ServiceError::Unauthenticated)
     }

@@ -29,7 +29,7 @@ use crate::domain::{
     AuditKind, Dialect, NewAuditEvent, Permission, Permissions, Session, Timestamp, User, UserId,
     UserRef,
 };
-use crate::store::{SessionLimit, Store};
+use crate::store::{SessionLimit, Store, StoreGeneration};
 use cache::{SessionCache, UserKey};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -127,8 +127,15 @@ pub struct Caller {
     /// `last_accessed_at` may be older than this request: see
     /// [`Caller::last_accessed_at`].
     pub session: Arc<Session>,
-    /// The session's last access: this request.
+    /// The session's last access: this request. Also the time of the request as
+    /// the service sees it: what the request does after authentication is decided
+    /// at this instant (no second reading of the clock).
     pub last_accessed_at: Timestamp,
+    /// The session generation the session was checked against (`None`: the store
+    /// publishes none). The request's later cache lookups (its user, its listing)
+    /// are made at this generation rather than reading it again: it was read after
+    /// the request began, which is all the cache promises (see `cache.rs`).
+    generation: Option<StoreGeneration>,
 }
 
 impl Caller {
@@ -151,6 +158,16 @@ pub enum Actor<'a> {
     System,
     /// A signed-in user, subject to their roles.
     User(&'a Caller),
+}
+
+impl Actor<'_> {
+    /// The generation an authenticated request was checked against, if any.
+    fn generation(&self) -> Option<StoreGeneration> {
+        match self {
+            Actor::User(caller) => caller.generation,
+            Actor::System => None,
+        }
+    }
 }
 
 /// What a caller may do, loaded when an operation needs to decide.
@@ -239,6 +256,15 @@ impl Service {
         self.inner.clock.now()
     }
 
+    /// The time `actor` acts at: an authenticated request's own
+    /// ([`Caller::last_accessed_at`]), otherwise the clock's.
+    fn now_of(&self, actor: &Actor<'_>) -> Timestamp {
+        match actor {
+            Actor::User(caller) => caller.last_accessed_at,
+            Actor::System => self.now(),
+        }
+    }
+
     pub fn config(&self) -> &ServiceConfig {
         &self.inner.config
     }
@@ -271,7 +297,7 @@ impl Service {
             }),
             Actor::User(caller) => {
                 let user = self
-                    .user_by(UserKey::Id(caller.user_id()))
+                    .user_at(UserKey::Id(caller.user_id()), caller.generation)
                     .await?
                     .filter(|u| u.enabled)
                     .ok_or(ServiceError::Unauthenticated)?;
@@ -288,7 +314,16 @@ impl Service {
     /// a user, its password or its being enabled included, moves it). Changes to
     /// users go to the store. A user nobody has is not cached.
     async fn user_by(&self, key: UserKey<'_>) -> ServiceResult<Option<Arc<User>>> {
-        let generation = self.store().session_generation();
+        self.user_at(key, self.store().session_generation()).await
+    }
+
+    /// [`Service::user_by`] at a generation already read (`None`: the store
+    /// publishes none): an authenticated request's.
+    async fn user_at(
+        &self,
+        key: UserKey<'_>,
+        generation: Option<StoreGeneration>,
+    ) -> ServiceResult<Option<Arc<User>>> {
         if let Some(g) = generation
             && let Some(u) = self.inner.cache.user(g.changes, key)
         {

@@ -8,7 +8,7 @@ use super::{Actor, Caller, Origin, Service, ServiceError, ServiceResult};
 use crate::domain::{
     AuditKind, EndReason, Permission, Session, SessionEnd, SessionId, SessionState, UserId,
 };
-use crate::store::{SessionCursor, SessionQuery, StateFilter};
+use crate::store::{SessionCursor, SessionQuery, StateFilter, StoreGeneration};
 use std::sync::Arc;
 
 /// A session with its state at the time of the listing.
@@ -61,7 +61,7 @@ impl Service {
             return Err(ServiceError::NotFound("user"));
         }
         let limit = limit.clamp(1, MAX_PAGE);
-        let now = self.now();
+        let now = self.now_of(actor);
         // A user's whole first page (Commvault's `GET Session`) may come from the
         // cache; see `cache.rs` for what keeps it fresh.
         let cache_key = match (user, state, &host, after) {
@@ -78,7 +78,7 @@ impl Service {
             limit,
         };
         let sessions = match cache_key {
-            Some(key) => self.cached_listing(key, &query).await?,
+            Some(key) => self.cached_listing(key, &query, actor.generation()).await?,
             None => Arc::new(self.store().list_sessions(&query).await?),
         };
         let next = (sessions.len() == limit)
@@ -103,21 +103,26 @@ impl Service {
     /// wait for the first one's read and take it from the cache, rather than each
     /// reading the store (64 concurrent reads of a cold file held up every one of
     /// them by ~10 ms, bench/PROFILE.md).
+    ///
+    /// `generation`, if given, is the one the request was authenticated at (see
+    /// [`Caller`]), used for the first look; after waiting for another request's
+    /// read, the generation is read again.
     async fn cached_listing(
         &self,
         key: ListingKey,
         query: &SessionQuery,
+        generation: Option<StoreGeneration>,
     ) -> ServiceResult<Arc<Vec<Session>>> {
         // The generation and the touch epoch, read before the store so that a write
         // racing with the read leaves the copy stale (see `cache.rs`), and the cached
         // copy if it is fresh; `None` when the store publishes no generation (nothing
         // is cached then).
-        let look = || {
-            let g = self.store().session_generation()?;
+        let look = |known: Option<StoreGeneration>| {
+            let g = known.or_else(|| self.store().session_generation())?;
             let epoch = self.touch_epoch();
             Some((g, epoch, self.inner.cache.listing(g, key, epoch, query.now)))
         };
-        match look() {
+        match look(generation) {
             None => return Ok(Arc::new(self.store().list_sessions(query).await?)),
             Some((_, _, Some(sessions))) => return Ok(sessions),
             Some((_, _, None)) => {}
@@ -125,7 +130,7 @@ impl Service {
         let stripes = &self.inner.listing_reads;
         let _reading = stripes[listing_stripe(key, stripes.len())].lock().await;
         // Looked up again: the request that held the lock may have read it meanwhile.
-        let seen = look();
+        let seen = look(None);
         if let Some((_, _, Some(sessions))) = seen {
             return Ok(sessions);
         }

@@ -183,7 +183,8 @@ pub(crate) async fn current_session(st: AppState, req: Request) -> Response {
         let NativeCaller(caller) = NativeCaller::from_request_parts(&mut parts, &st).await?;
         let user = st.service.caller_user(&caller).await?;
         let session = &caller.session;
-        let state = session.state_at_after_access(st.service.now(), caller.last_accessed_at);
+        // At the request's own time (no second reading of the clock).
+        let state = session.state_at_after_access(caller.last_accessed_at, caller.last_accessed_at);
         let mut out = JsonText::new();
         wire::CurrentSession::write_json(&mut out, session, caller.last_accessed_at, state, &user);
         Ok::<_, NativeError>(out.answer(crate::api::APPLICATION_JSON))
