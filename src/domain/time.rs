@@ -51,25 +51,36 @@ impl Timestamp {
     /// `YYYY-MM-DDThh:mm:ss.sssZ` (UTC) in a stack buffer, or `None` for an
     /// instant outside years 0000..=9999. On the hot path (every vSphere and native
     /// session answer), so the digits are written in pairs from a table rather than
-    /// through `write!` with padding, the date comes from a per-thread copy (see
+    /// through `write!` with padding, the date is worked out arithmetically (see
     /// [`date_text`]), and callers hand out the bytes without the formatting machinery.
     pub fn rfc3339(self) -> Option<Rfc3339> {
-        // Whole seconds and milliseconds apart (no 128-bit nanoseconds).
-        let secs = self.0.div_euclid(1000);
-        let (day, second_of_day) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+        // Counted from 400 years before 0000-03-01 (see `date_text`), every year
+        // this formats is after the start: unsigned from here on, so that each
+        // division by a constant is a multiplication and a shift.
+        let ms = u64::try_from(self.0.checked_add(SHIFT_MS)?).ok()?;
+        let (day, ms_of_day) = (ms / 86_400_000, ms % 86_400_000);
         let date = date_text(day)?;
         let mut b = *b"0000-00-00T00:00:00.000Z";
         b[..10].copy_from_slice(&date);
-        // In range by construction: hours < 24, minutes and seconds < 60.
-        let two = |v: i64| PAIRS[usize::try_from(v).unwrap_or(0) % 100];
-        b[11..13].copy_from_slice(&two(second_of_day / 3600));
-        b[14..16].copy_from_slice(&two(second_of_day / 60 % 60));
-        b[17..19].copy_from_slice(&two(second_of_day % 60));
-        let millis = self.0.rem_euclid(1000);
-        b[20] = b'0' + (millis / 100) as u8;
-        b[21..23].copy_from_slice(&two(millis % 100));
+        let secs = ms_of_day / 1000;
+        b[11..13].copy_from_slice(&pair(secs / 3600));
+        b[14..16].copy_from_slice(&pair(secs / 60 % 60));
+        b[17..19].copy_from_slice(&pair(secs % 60));
+        let millis = ms_of_day % 1000;
+        b[20] = pair(millis / 100)[1];
+        b[21..23].copy_from_slice(&pair(millis % 100));
         Some(Rfc3339(b))
     }
+}
+
+/// Days from 400 years before 0000-03-01 to the Unix epoch, in milliseconds: one
+/// 400-year era (146,097 days) before `civil_from_days`'s day 0, 0000-03-01, which
+/// is 719,468 days before 1970-01-01.
+const SHIFT_MS: i64 = (146_097 + 719_468) * 86_400_000;
+
+/// The digits of `v % 100`.
+fn pair(v: u64) -> [u8; 2] {
+    PAIRS[usize::try_from(v % 100).unwrap_or(0)]
 }
 
 /// `"00"` to `"99"`.
@@ -83,28 +94,40 @@ const PAIRS: [[u8; 2]; 100] = {
     pairs
 };
 
-/// `YYYY-MM-DD` of a day since the epoch; `None` outside years 0000..=9999. The
-/// calendar date is worked out by the `time` crate and kept per thread for the
-/// day last asked for: the instants answered are nearly all of a few recent days
-/// (a session's start and last use), and the date was most of a formatting.
-fn date_text(day: i64) -> Option<[u8; 10]> {
+/// `YYYY-MM-DD` of day `z` counted from 400 years before 0000-03-01 (see
+/// [`SHIFT_MS`]); `None` outside years 0000..=9999.
+///
+/// The calendar date by Howard Hinnant's `civil_from_days` (days in 400-year eras
+/// of 146,097 days, years starting in March so that the leap day comes last): a
+/// handful of multiplications and shifts, where the `time` crate's conversion cost
+/// ~230 instructions. The date last made is kept per thread, as the instants
+/// answered are mostly of the same day (a session's start and last use). The test
+/// below holds it to the `time` crate's dates.
+fn date_text(z: u64) -> Option<[u8; 10]> {
     thread_local! {
-        static LAST: std::cell::Cell<Option<(i64, [u8; 10])>> = const { std::cell::Cell::new(None) };
+        static LAST: std::cell::Cell<Option<(u64, [u8; 10])>> = const { std::cell::Cell::new(None) };
     }
     if let Some((d, text)) = LAST.get()
-        && d == day
+        && d == z
     {
         return Some(text);
     }
-    let date = time::OffsetDateTime::from_unix_timestamp(day.checked_mul(86_400)?).ok()?;
-    let (year, month, day_of_month) = date.to_calendar_date();
-    let year = usize::try_from(year).ok().filter(|y| *y <= 9999)?;
+    let era = z / 146_097;
+    let doe = z % 146_097; // [0, 146096]
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
+    let mp = (5 * doy + 2) / 153; // [0, 11], March first
+    let day_of_month = doy - (153 * mp + 2) / 5 + 1; // [1, 31]
+    let month = if mp < 10 { mp + 3 } else { mp - 9 }; // [1, 12]
+    let year = (era * 400 + yoe + u64::from(month <= 2))
+        .checked_sub(400)
+        .filter(|y| *y <= 9999)?;
     let mut text = *b"0000-00-00";
-    text[..2].copy_from_slice(&PAIRS[year / 100]);
-    text[2..4].copy_from_slice(&PAIRS[year % 100]);
-    text[5..7].copy_from_slice(&PAIRS[usize::from(u8::from(month))]);
-    text[8..10].copy_from_slice(&PAIRS[usize::from(day_of_month)]);
-    LAST.set(Some((day, text)));
+    text[..2].copy_from_slice(&pair(year / 100));
+    text[2..4].copy_from_slice(&pair(year));
+    text[5..7].copy_from_slice(&pair(month));
+    text[8..10].copy_from_slice(&pair(day_of_month));
+    LAST.set(Some((z, text)));
     Some(text)
 }
 
@@ -170,9 +193,9 @@ mod tests {
         );
     }
 
-    /// The per-thread date and the digit pairs give what the `time` crate's own
+    /// The arithmetic date and the digit pairs give what the `time` crate's own
     /// formatting gives, for instants across four centuries (leap days, the first
-    /// and last millisecond of a day), days alternating and repeating.
+    /// and last millisecond of a day), and for days across years 0000 to 9999.
     #[test]
     fn formatting_matches_the_time_crate() {
         let format = time::macros::format_description!(
@@ -191,6 +214,19 @@ mod tests {
                 assert_eq!(got.as_str(), expected(t), "{t}");
             }
             ms += 86_400_000 * 13 + 3_600_000 * 7 + 60_000 * 11 + 1_013;
+        }
+        let (first, last) = (-62_167_219_200_000_i64, 253_402_300_799_999_i64);
+        let mut ms = first;
+        while ms <= last {
+            let got = Timestamp::from_unix_millis(ms).rfc3339().unwrap();
+            assert_eq!(got.as_str(), expected(ms), "{ms}");
+            ms += 86_400_000 * 29 + 3_600_000 * 5 + 7;
+        }
+        for t in [first, last] {
+            assert_eq!(
+                Timestamp::from_unix_millis(t).rfc3339().unwrap().as_str(),
+                expected(t)
+            );
         }
     }
 
