@@ -296,8 +296,7 @@ fn request_id(req: &Request) -> HeaderValue {
     {
         return v.clone();
     }
-    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    let buf = super::hyphenated(&uuid::Uuid::new_v4(), super::Case::Lower);
     // One allocation that clones share (the log's task-local holds a clone): a
     // header value copied from a slice is a `Vec` that its first clone moves into
     // a second allocation.

@@ -217,9 +217,9 @@ fn write_session(
         .raw(r#","console_type":{"code":"#)
         .int(s.console_type.code())
         .raw(r#","name":"#)
-        .str(s.console_type.describe())
+        .known(s.console_type.describe())
         .raw(r#"},"dialect":"#)
-        .value(&Dialect::from(s.dialect))
+        .known(Dialect::from(s.dialect).name())
         .raw(r#","browser_session_id":"#)
         .int(s.browser_session_id)
         .raw(r#","created_at":"#)
@@ -231,7 +231,7 @@ fn write_session(
         .raw(r#","idle_timeout_seconds":"#)
         .int(s.idle_timeout.as_secs())
         .raw(r#","state":"#)
-        .value(&wire_state)
+        .known(wire_state.name())
         .raw(r#","ended_at":"#);
     match end {
         Some(e) => out.time(WireTime(e.at)),
@@ -239,7 +239,7 @@ fn write_session(
     };
     out.raw(r#","end_reason":"#);
     match end {
-        Some(e) => out.value(&EndReason::from(e.reason)),
+        Some(e) => out.known(EndReason::from(e.reason).name()),
         None => out.raw("null"),
     };
     // The session making the request is the current one.
@@ -265,7 +265,7 @@ fn write_user(out: &mut JsonText, u: &domain::User) {
         .raw(r#","roles":"#)
         .strs(u.roles.iter().map(String::as_str))
         .raw(r#","permissions":"#)
-        .strs(u.permissions().iter().map(domain::Permission::key))
+        .known_strs(u.permissions().iter().map(domain::Permission::key))
         .raw(r#","created_at":"#)
         .time(WireTime(u.created_at))
         .raw(r#","updated_at":"#)
@@ -541,6 +541,41 @@ fn user_ref(id: domain::UserId, name: &str) -> UserRef {
     }
 }
 
+// The wire names of the enums, as serde names them, for the hand-written
+// answers (`api::json_text`); the writers' tests compare the two.
+
+impl Dialect {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Dialect::Commvault => "commvault",
+            Dialect::Vsphere => "vsphere",
+            Dialect::Native => "native",
+            Dialect::WebConsole => "web-console",
+        }
+    }
+}
+
+impl SessionState {
+    pub fn name(&self) -> &'static str {
+        match self {
+            SessionState::Live => "live",
+            SessionState::Ended => "ended",
+        }
+    }
+}
+
+impl EndReason {
+    pub fn name(&self) -> &'static str {
+        match self {
+            EndReason::Logout => "logout",
+            EndReason::Idle => "idle",
+            EndReason::Absolute => "absolute",
+            EndReason::Revoked => "revoked",
+            EndReason::Evicted => "evicted",
+        }
+    }
+}
+
 impl From<domain::Dialect> for Dialect {
     fn from(d: domain::Dialect) -> Self {
         match d {
@@ -756,6 +791,33 @@ mod tests {
         assert_eq!(page_limit(Some(1000)).unwrap(), 1000);
         assert!(page_limit(Some(0)).is_err());
         assert!(page_limit(Some(1001)).is_err());
+    }
+
+    #[test]
+    fn wire_names_are_the_serde_names() {
+        fn serde_name<T: Serialize>(v: &T) -> String {
+            serde_json::to_string(v).unwrap()
+        }
+        for d in [
+            Dialect::Commvault,
+            Dialect::Vsphere,
+            Dialect::Native,
+            Dialect::WebConsole,
+        ] {
+            assert_eq!(serde_name(&d), format!("\"{}\"", d.name()));
+        }
+        for st in [SessionState::Live, SessionState::Ended] {
+            assert_eq!(serde_name(&st), format!("\"{}\"", st.name()));
+        }
+        for r in [
+            EndReason::Logout,
+            EndReason::Idle,
+            EndReason::Absolute,
+            EndReason::Revoked,
+            EndReason::Evicted,
+        ] {
+            assert_eq!(serde_name(&r), format!("\"{}\"", r.name()));
+        }
     }
 
     #[test]
