@@ -203,7 +203,7 @@ pub fn who_am_i(fmt: Format, user: &User) -> Response {
 
 // ---- Sessions ----
 
-#[derive(Serialize)]
+#[derive(Clone, Copy, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct SessionJson<'a> {
     logout_time: i64,
@@ -217,51 +217,52 @@ struct SessionJson<'a> {
     user: SessionUserJson<'a>,
 }
 
-#[derive(Serialize)]
+#[derive(Clone, Copy, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct SessionUserJson<'a> {
     user_name: &'a str,
     user_id: i64,
 }
 
+/// The document: `{"sessions":[...]}` (the writer below makes it without
+/// collecting the sessions first; the test holds the two to the same bytes).
+#[cfg(test)]
 #[derive(Serialize)]
 struct SessionsJson<'a> {
     sessions: Vec<SessionJson<'a>>,
 }
 
-impl SessionsJson<'_> {
-    /// As its `Serialize` form, by hand: `GET Session` is how Commvault clients
-    /// check their token (see `api::json_text`).
-    fn write_json(&self, out: &mut JsonText) {
-        out.raw(r#"{"sessions":["#);
-        for (i, s) in self.sessions.iter().enumerate() {
-            if i > 0 {
-                out.raw(",");
-            }
-            out.raw(r#"{"logoutTime":"#)
-                .int(s.logout_time)
-                .raw(r#","loginTime":"#)
-                .int(s.login_time)
-                .raw(r#","lastAccessedTime":"#)
-                .int(s.last_accessed_time)
-                .raw(r#","host":"#)
-                .str(s.host)
-                .raw(r#","description":"#)
-                .str(s.description)
-                .raw(r#","sessionId":"#)
-                .guid(s.session_id)
-                .raw(r#","browserSessionId":"#)
-                .int(s.browser_session_id)
-                .raw(r#","consoleType":"#)
-                .int(s.console_type)
-                .raw(r#","user":{"userName":"#)
-                .str(s.user.user_name)
-                .raw(r#","userId":"#)
-                .int(s.user.user_id)
-                .raw("}}");
+/// [`SessionsJson`] of `sessions` by hand: `GET Session` is how Commvault clients
+/// check their token (see `api::json_text`).
+fn write_sessions_json<'a>(out: &mut JsonText, sessions: impl IntoIterator<Item = SessionJson<'a>>) {
+    out.raw(r#"{"sessions":["#);
+    for (i, s) in sessions.into_iter().enumerate() {
+        if i > 0 {
+            out.raw(",");
         }
-        out.raw("]}");
+        out.raw(r#"{"logoutTime":"#)
+            .int(s.logout_time)
+            .raw(r#","loginTime":"#)
+            .int(s.login_time)
+            .raw(r#","lastAccessedTime":"#)
+            .int(s.last_accessed_time)
+            .raw(r#","host":"#)
+            .str(s.host)
+            .raw(r#","description":"#)
+            .str(s.description)
+            .raw(r#","sessionId":"#)
+            .guid(s.session_id)
+            .raw(r#","browserSessionId":"#)
+            .int(s.browser_session_id)
+            .raw(r#","consoleType":"#)
+            .int(s.console_type)
+            .raw(r#","user":{"userName":"#)
+            .str(s.user.user_name)
+            .raw(r#","userId":"#)
+            .int(s.user.user_id)
+            .raw("}}");
     }
+    out.raw("]}");
 }
 
 fn logout_time(v: &SessionView) -> i64 {
@@ -271,28 +272,21 @@ fn logout_time(v: &SessionView) -> i64 {
     }
 }
 
-fn sessions_json(views: &[SessionView]) -> SessionsJson<'_> {
-    SessionsJson {
-        sessions: views
-            .iter()
-            .map(|v| {
-                let s = &v.session;
-                SessionJson {
-                    logout_time: logout_time(v),
-                    login_time: s.created_at.unix_seconds(),
-                    last_accessed_time: s.last_accessed_at.unix_seconds(),
-                    host: &s.client.host,
-                    description: &s.client.description,
-                    session_id: crate::api::Guid(s.id),
-                    browser_session_id: s.browser_session_id,
-                    console_type: s.console_type.code(),
-                    user: SessionUserJson {
-                        user_name: &s.user_name,
-                        user_id: s.user_id.0,
-                    },
-                }
-            })
-            .collect(),
+fn session_json(v: &SessionView) -> SessionJson<'_> {
+    let s = &v.session;
+    SessionJson {
+        logout_time: logout_time(v),
+        login_time: s.created_at.unix_seconds(),
+        last_accessed_time: s.last_accessed_at.unix_seconds(),
+        host: &s.client.host,
+        description: &s.client.description,
+        session_id: crate::api::Guid(s.id),
+        browser_session_id: s.browser_session_id,
+        console_type: s.console_type.code(),
+        user: SessionUserJson {
+            user_name: &s.user_name,
+            user_id: s.user_id.0,
+        },
     }
 }
 
@@ -300,7 +294,7 @@ pub fn sessions(fmt: Format, views: &[SessionView]) -> Response {
     match fmt {
         Format::Json => {
             let mut out = JsonText::new();
-            sessions_json(views).write_json(&mut out);
+            write_sessions_json(&mut out, views.iter().map(session_json));
             out.answer(JSON_CONTENT_TYPE)
         }
         Format::Xml => {
@@ -493,9 +487,9 @@ mod tests {
             vec![one("10.0.0.1", 1)],
             vec![one("a\"b\\\u{1}é", 0), one("", 2)],
         ] {
-            let doc = SessionsJson { sessions: list };
             let mut out = JsonText::new();
-            doc.write_json(&mut out);
+            write_sessions_json(&mut out, list.iter().copied());
+            let doc = SessionsJson { sessions: list };
             assert_eq!(out.as_str(), serde_json::to_string(&doc).unwrap());
         }
     }
