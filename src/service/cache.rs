@@ -4,8 +4,10 @@
 //! user's whole session listing (Commvault `GET Session`).
 //!
 //! Correctness rests on these rules:
-//! - Every lookup first reads the store's generation; if its `changes` differ from
-//!   the one the cache was filled at, the whole cache is dropped. Each process that
+//! - Every lookup is made at a generation read after its request began: the
+//!   request's authentication reads it, and the request's later lookups (its user,
+//!   its own listing) use that reading (`Caller`). If its `changes` differ from the
+//!   one the cache was filled at, the whole cache is dropped. Each process that
 //!   ends a session, rotates a token or changes a user bumps it after its commit
 //!   (this process's own writes included), so the next request after such a write
 //!   never sees the old entry.
