@@ -290,8 +290,7 @@ where
 /// The request's id: its `X-Request-Id` if acceptable, otherwise a fresh UUID.
 /// (Handlers and the log read it from `crate::logging`, not from the request.)
 fn request_id(req: &Request) -> HeaderValue {
-    let mut values = req.headers().get_all(&X_REQUEST_ID).iter();
-    if let (Some(v), None) = (values.next(), values.next())
+    if let Some(v) = super::single_header(req.headers(), &X_REQUEST_ID)
         && acceptable_request_id(v.as_bytes())
     {
         return v.clone();

@@ -145,9 +145,7 @@ impl FromRequestParts<AppState> for CvCaller {
         let fmt = || Format::from_headers(&parts.headers);
         // The header's bytes: the token's parse checks them (a header value's own
         // text check would double that work on every request).
-        let token = parts
-            .headers
-            .get(AUTHTOKEN)
+        let token = crate::api::header(&parts.headers, &AUTHTOKEN)
             .map(HeaderValue::as_bytes)
             .ok_or_else(|| CvError::unauthenticated(fmt()))?;
         state
@@ -400,9 +398,7 @@ pub(crate) async fn sessions_of_user(st: AppState, req: Request) -> Response {
         let CvCaller(caller) = CvCaller::from_request_parts(&mut parts, &st).await?;
         let user_id = session_user_id(parts.uri.query().unwrap_or(""))
             .map_err(|m| CvError::bad_request(fmt, m))?;
-        let only_active = parts
-            .headers
-            .get(ONLY_ACTIVE_SESSIONS)
+        let only_active = crate::api::header(&parts.headers, &ONLY_ACTIVE_SESSIONS)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
         let views = st

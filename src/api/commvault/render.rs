@@ -234,7 +234,10 @@ struct SessionsJson<'a> {
 
 /// [`SessionsJson`] of `sessions` by hand: `GET Session` is how Commvault clients
 /// check their token (see `api::json_text`).
-fn write_sessions_json<'a>(out: &mut JsonText, sessions: impl IntoIterator<Item = SessionJson<'a>>) {
+fn write_sessions_json<'a>(
+    out: &mut JsonText,
+    sessions: impl IntoIterator<Item = SessionJson<'a>>,
+) {
     out.raw(r#"{"sessions":["#);
     for (i, s) in sessions.into_iter().enumerate() {
         if i > 0 {

@@ -21,7 +21,7 @@ impl Format {
     /// From `Accept`: JSON when it names JSON before (or without) XML; XML otherwise,
     /// including when `Accept` is absent or `*/*` (Commvault's own default).
     pub fn from_headers(headers: &HeaderMap) -> Format {
-        let Some(accept) = headers.get(header::ACCEPT) else {
+        let Some(accept) = crate::api::header(headers, &header::ACCEPT) else {
             return Format::Xml;
         };
         // What cvpysdk and most clients send, decided without a search (or the

@@ -31,7 +31,7 @@ enum Credential<'a> {
 /// The request's credential, if it presents one. A malformed or foreign
 /// `Authorization` header is an authentication failure, not "no credential".
 fn credential(parts: &Parts) -> Result<Option<Credential<'_>>, NativeError> {
-    let Some(value) = parts.headers.get(AUTHORIZATION) else {
+    let Some(value) = crate::api::header(&parts.headers, &AUTHORIZATION) else {
         return Ok(
             websession::cookie_value(&parts.headers, websession::SESSION_COOKIE)
                 .map(Credential::ConsoleCookie),

@@ -96,7 +96,7 @@ struct Credentials {
 /// The credentials of an `Authorization: Basic` header. No header, or another
 /// scheme, is `NoCredentials` (401); a malformed Basic value is a 400.
 fn basic_credentials(headers: &HeaderMap) -> Result<Credentials, VsError> {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
+    let Some(value) = crate::api::header(headers, &header::AUTHORIZATION) else {
         return Err(VsError::NoCredentials);
     };
     let value = value
@@ -179,8 +179,7 @@ async fn authenticate(st: &AppState, session_id: Option<&str>) -> Result<Caller,
 
 /// The `vmware-api-session-id` header, if sent.
 fn session_id_header(headers: &HeaderMap) -> Result<Option<&str>, VsError> {
-    headers
-        .get(SESSION_ID)
+    crate::api::header(headers, &SESSION_ID)
         .map(|v| {
             v.to_str()
                 .map_err(|_| VsError::bad_request("the vmware-api-session-id header is not text"))
