@@ -9,7 +9,7 @@ use sessiond::domain::{
     ClientInfo, ConsoleType, Dialect, NewSession, SessionId, SessionState, SessionToken, Timestamp,
     UserId,
 };
-use sessiond::service::SessionView;
+use sessiond::service::{SessionRows, SessionView};
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -55,16 +55,22 @@ fn views(n: usize) -> Vec<SessionView> {
         .collect()
 }
 
+/// The same sessions as a Commvault `GET Session` lists them.
+fn rows(n: usize) -> SessionRows {
+    let now = Timestamp::from_unix_millis(1_763_900_000_000);
+    SessionRows::of(views(n).into_iter().map(|v| v.session).collect(), now)
+}
+
 #[divan::bench(args = [1, 100])]
 fn commvault_sessions_json(bencher: divan::Bencher, n: usize) {
-    let v = views(n);
-    bencher.bench(|| render::sessions(Format::Json, black_box(&v)));
+    let r = rows(n);
+    bencher.bench(|| render::sessions(Format::Json, black_box(&r)));
 }
 
 #[divan::bench(args = [1, 100])]
 fn commvault_sessions_xml(bencher: divan::Bencher, n: usize) {
-    let v = views(n);
-    bencher.bench(|| render::sessions(Format::Xml, black_box(&v)));
+    let r = rows(n);
+    bencher.bench(|| render::sessions(Format::Xml, black_box(&r)));
 }
 
 #[divan::bench(args = [1, 100])]

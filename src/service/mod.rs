@@ -21,7 +21,7 @@ pub use error::{ServiceError, ServiceResult};
 pub use events::{Delivery, EVENT_BUFFER, Event, EventSubscription};
 pub use lockout::LockoutPolicy;
 pub use password::{Argon2Config, MIN_PASSWORD_CHARS, Passwords};
-pub use sessions::{MAX_PAGE, SessionListing, SessionView};
+pub use sessions::{MAX_PAGE, SessionListing, SessionRow, SessionRows, SessionView};
 pub use users::{BootstrapOutcome, UserChanges, UserInput, validate_user_name};
 
 use crate::clock::Clock;

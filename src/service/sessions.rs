@@ -6,7 +6,8 @@
 use super::cache::{Listing, ListingKey, UserKey};
 use super::{Actor, Caller, Origin, Service, ServiceError, ServiceResult};
 use crate::domain::{
-    AuditKind, EndReason, Permission, Session, SessionEnd, SessionId, SessionState, UserId,
+    AuditKind, EndReason, Permission, Session, SessionEnd, SessionId, SessionState, Timestamp,
+    UserId,
 };
 use crate::store::{SessionCursor, SessionQuery, StateFilter, StoreGeneration};
 use std::sync::Arc;
@@ -16,6 +17,68 @@ use std::sync::Arc;
 pub struct SessionView {
     pub session: Session,
     pub state: SessionState,
+}
+
+/// One page of sessions as listed, newest first, without a copy of any: shared
+/// with the cache, each with its last access as this instance knows it and its
+/// state at the time of the listing (a view, [`SessionView`], copies the session:
+/// five strings, more than the rest of a Commvault `GET Session` answer's work).
+#[derive(Debug)]
+pub struct SessionRows {
+    sessions: Arc<Vec<Session>>,
+    /// Index into `sessions`, last access, state: the sessions the listing keeps.
+    rows: Vec<(usize, Timestamp, SessionState)>,
+    /// Where the next page starts, if there may be one.
+    next: Option<SessionCursor>,
+}
+
+/// One session of [`SessionRows`].
+#[derive(Clone, Copy, Debug)]
+pub struct SessionRow<'a> {
+    /// As read; its `last_accessed_at` may be older than the row's.
+    pub session: &'a Session,
+    pub last_accessed_at: Timestamp,
+    pub state: SessionState,
+}
+
+impl SessionRows {
+    /// All of `sessions`, each with its own last access and its state at `now`, and
+    /// no next page (for renderings measured or tested outside the service).
+    pub fn of(sessions: Vec<Session>, now: Timestamp) -> Self {
+        let rows = sessions
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i, s.last_accessed_at, s.state_at(now)))
+            .collect();
+        SessionRows {
+            sessions: Arc::new(sessions),
+            rows,
+            next: None,
+        }
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = SessionRow<'_>> + '_ {
+        self.rows
+            .iter()
+            .map(|&(i, last_accessed_at, state)| SessionRow {
+                session: &self.sessions[i],
+                last_accessed_at,
+                state,
+            })
+    }
+}
+
+impl SessionRow<'_> {
+    /// The session as a [`SessionView`] (a copy, with its last access).
+    pub fn to_view(&self) -> SessionView {
+        SessionView {
+            session: Session {
+                last_accessed_at: self.last_accessed_at,
+                ..self.session.clone()
+            },
+            state: self.state,
+        }
+    }
 }
 
 /// One page of sessions, newest first.
@@ -49,6 +112,25 @@ impl Service {
         after: Option<SessionCursor>,
         limit: usize,
     ) -> ServiceResult<SessionListing> {
+        let rows = self
+            .session_rows(actor, user, state, host, after, limit)
+            .await?;
+        Ok(SessionListing {
+            sessions: rows.iter().map(|r| r.to_view()).collect(),
+            next: rows.next,
+        })
+    }
+
+    /// [`Service::list_sessions`] without copying the sessions (see [`SessionRows`]).
+    async fn session_rows(
+        &self,
+        actor: &Actor<'_>,
+        user: Option<UserId>,
+        state: StateFilter,
+        host: Option<String>,
+        after: Option<SessionCursor>,
+        limit: usize,
+    ) -> ServiceResult<SessionRows> {
         let access = self.access(actor).await?;
         match user {
             Some(u) if access.is(u) => {}
@@ -84,14 +166,24 @@ impl Service {
         let next = (sessions.len() == limit)
             .then(|| sessions.last().map(SessionCursor::after))
             .flatten();
-        let views = sessions.iter().map(|s| self.view(s.clone(), now));
-        Ok(SessionListing {
-            sessions: if state == StateFilter::Live {
-                // A cached listing may hold sessions that expired since it was read.
-                views.filter(|v| v.state == SessionState::Live).collect()
-            } else {
-                views.collect()
-            },
+        let only_live = state == StateFilter::Live;
+        let rows = sessions
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let last_accessed_at = self.last_access(s);
+                (
+                    i,
+                    last_accessed_at,
+                    s.state_at_after_access(now, last_accessed_at),
+                )
+            })
+            // A cached listing may hold sessions that expired since it was read.
+            .filter(|&(_, _, st)| !only_live || st == SessionState::Live)
+            .collect();
+        Ok(SessionRows {
+            sessions,
+            rows,
             next,
         })
     }
@@ -147,29 +239,29 @@ impl Service {
         Ok(sessions)
     }
 
-    /// Every session of `user` the listing bounds allow (Commvault's `GET Session`).
+    /// Every session of `user` the listing bounds allow (Commvault's `GET Session`,
+    /// which every Commvault client makes to check its token: the sessions are not
+    /// copied, see [`SessionRows`]).
     pub async fn user_sessions(
         &self,
         caller: &Caller,
         user: UserId,
         only_live: bool,
-    ) -> ServiceResult<Vec<SessionView>> {
+    ) -> ServiceResult<SessionRows> {
         let state = if only_live {
             StateFilter::Live
         } else {
             StateFilter::Any
         };
-        let listing = self
-            .list_sessions(
-                &Actor::User(caller),
-                Some(user),
-                state,
-                None,
-                None,
-                MAX_PAGE,
-            )
-            .await?;
-        Ok(listing.sessions)
+        self.session_rows(
+            &Actor::User(caller),
+            Some(user),
+            state,
+            None,
+            None,
+            MAX_PAGE,
+        )
+        .await
     }
 
     /// One session by its public id.
@@ -296,14 +388,25 @@ impl Service {
     }
 
     fn view(&self, mut session: Session, now: crate::domain::Timestamp) -> SessionView {
-        if session.end.is_none()
-            && let Some(t) = self.inner.touches.pending(session.id)
-        {
-            session.last_accessed_at = session.last_accessed_at.max(t);
-        }
+        session.last_accessed_at = self.last_access(&session);
         SessionView {
             state: session.state_at(now),
             session,
+        }
+    }
+
+    /// The last access of `session` as this instance knows it: the store's, or a
+    /// later touch not yet written.
+    fn last_access(&self, session: &Session) -> Timestamp {
+        match session.end {
+            None => self
+                .inner
+                .touches
+                .pending(session.id)
+                .map_or(session.last_accessed_at, |t| {
+                    session.last_accessed_at.max(t)
+                }),
+            Some(_) => session.last_accessed_at,
         }
     }
 }

@@ -604,6 +604,45 @@ async fn rbac_for_other_users_sessions() {
     assert_cv_error(r, 404, 4).await;
 }
 
+/// A user's whole listing is served from the cache for up to a second; asked for
+/// active sessions only, one that went idle past its timeout since the listing was
+/// read is left out (and listed as ended without the header).
+#[tokio::test]
+async fn only_active_leaves_out_what_expired_since_the_cached_listing() {
+    let app = TestApp::spawn().await;
+    let idle = app.cv_login("admin", ADMIN_PASSWORD).await;
+    let idle_id = app.sessions_json(&idle, app.admin.id).await[0]["sessionId"].clone();
+    app.advance(Duration::from_secs(29 * 60));
+    let current = app.cv_login("admin", ADMIN_PASSWORD).await;
+    let active = |token: String| {
+        let app = &app;
+        async move {
+            let r = app
+                .http
+                .get(app.cv(&format!("/Session?userId={}", app.admin.id)))
+                .header("Authtoken", token)
+                .header("Accept", JSON)
+                .header("only-active-sessions", "true")
+                .send()
+                .await
+                .unwrap();
+            json_body(r).await["sessions"].as_array().unwrap().clone()
+        }
+    };
+    // 29:59.7 idle: still live; this listing is read and cached.
+    app.advance(Duration::from_millis(59_700));
+    assert_eq!(active(current.clone()).await.len(), 2);
+    // 30:00.2 idle: ended, half a second after the listing was read.
+    app.advance(Duration::from_millis(500));
+    let listed = active(current.clone()).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_ne!(listed[0]["sessionId"], idle_id);
+    let all = app.sessions_json(&current, app.admin.id).await;
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[1]["sessionId"], idle_id);
+    assert_ne!(all[1]["logoutTime"], 0);
+}
+
 #[tokio::test]
 async fn bad_user_id_parameters_are_400() {
     let app = TestApp::spawn().await;

@@ -401,12 +401,12 @@ pub(crate) async fn sessions_of_user(st: AppState, req: Request) -> Response {
         let only_active = crate::api::header(&parts.headers, &ONLY_ACTIVE_SESSIONS)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
-        let views = st
+        let rows = st
             .service
             .user_sessions(&caller, UserId(user_id), only_active)
             .await
             .map_err(svc(fmt))?;
-        Ok::<_, CvError>(render::sessions(fmt, &views))
+        Ok::<_, CvError>(render::sessions(fmt, &rows))
     };
     answer.await.into_response()
 }

@@ -4,7 +4,7 @@ use super::error::{CvError, CvErrorKind};
 use super::wire::{Format, JSON_CONTENT_TYPE, XmlDoc, json_response};
 use crate::api::json_text::JsonText;
 use crate::domain::{Role, SessionState, SessionToken, User};
-use crate::service::{LoginOutcome, ServiceError, SessionView};
+use crate::service::{LoginOutcome, ServiceError, SessionRow, SessionRows};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -268,19 +268,19 @@ fn write_sessions_json<'a>(
     out.raw("]}");
 }
 
-fn logout_time(v: &SessionView) -> i64 {
+fn logout_time(v: &SessionRow<'_>) -> i64 {
     match v.state {
         SessionState::Live => 0,
         SessionState::Ended(end) => end.at.unix_seconds(),
     }
 }
 
-fn session_json(v: &SessionView) -> SessionJson<'_> {
-    let s = &v.session;
+fn session_json(v: SessionRow<'_>) -> SessionJson<'_> {
+    let s = v.session;
     SessionJson {
-        logout_time: logout_time(v),
+        logout_time: logout_time(&v),
         login_time: s.created_at.unix_seconds(),
-        last_accessed_time: s.last_accessed_at.unix_seconds(),
+        last_accessed_time: v.last_accessed_at.unix_seconds(),
         host: &s.client.host,
         description: &s.client.description,
         session_id: crate::api::Guid(s.id),
@@ -293,26 +293,26 @@ fn session_json(v: &SessionView) -> SessionJson<'_> {
     }
 }
 
-pub fn sessions(fmt: Format, views: &[SessionView]) -> Response {
+pub fn sessions(fmt: Format, rows: &SessionRows) -> Response {
     match fmt {
         Format::Json => {
             let mut out = JsonText::new();
-            write_sessions_json(&mut out, views.iter().map(session_json));
+            write_sessions_json(&mut out, rows.iter().map(session_json));
             out.answer(JSON_CONTENT_TYPE)
         }
         Format::Xml => {
             let mut d = XmlDoc::new();
             d.start("Api_GetLoggedInSessionsResp", &[]);
-            for v in views {
-                let s = &v.session;
+            for v in rows.iter() {
+                let s = v.session;
                 d.start(
                     "sessions",
                     &[
-                        ("logoutTime", &logout_time(v).to_string()),
+                        ("logoutTime", &logout_time(&v).to_string()),
                         ("loginTime", &s.created_at.unix_seconds().to_string()),
                         (
                             "lastAccessedTime",
-                            &s.last_accessed_at.unix_seconds().to_string(),
+                            &v.last_accessed_at.unix_seconds().to_string(),
                         ),
                         ("host", &s.client.host),
                         ("description", &s.client.description),
