@@ -1,6 +1,6 @@
 //! Sign-in, session validation (the hot path), sign-out and token renewal.
 
-use super::cache::UserKey;
+use super::cache::{Touched, UserKey};
 use super::lockout::ThrottleKeys;
 use super::{Caller, Origin, Service, ServiceError, ServiceResult};
 use crate::domain::{
@@ -206,8 +206,11 @@ impl Service {
         // and the insert after it is refused.
         let generation = self.store().session_generation();
         if let Some(g) = generation
-            && let Some((session, last_access)) =
-                self.inner.cache.get_touched(g.changes, &hash, now)
+            && let Some(Touched {
+                session,
+                last_access,
+                user,
+            }) = self.inner.cache.get_touched(g.changes, &hash, now)
         {
             // The entry's last access already holds every touch of this instance.
             if session.state_at_after_access(now, last_access) == SessionState::Live {
@@ -223,6 +226,7 @@ impl Service {
                     session,
                     last_accessed_at: now,
                     generation,
+                    user,
                 }));
             }
             // The cached copy may be staler than the store (touches made by another
@@ -276,6 +280,7 @@ impl Service {
             session,
             last_accessed_at: now,
             generation,
+            user: None,
         })
     }
 
@@ -336,7 +341,7 @@ impl Service {
 
     /// The user behind a caller (for dialects that render user details).
     pub async fn caller_user(&self, caller: &Caller) -> ServiceResult<Arc<User>> {
-        self.user_at(UserKey::Id(caller.user_id()), caller.generation)
+        self.user_of(caller)
             .await?
             .ok_or(ServiceError::Unauthenticated)
     }

@@ -136,6 +136,9 @@ pub struct Caller {
     /// are made at this generation rather than reading it again: it was read after
     /// the request began, which is all the cache promises (see `cache.rs`).
     generation: Option<StoreGeneration>,
+    /// The session's user as cached at `generation`, if the cache had it: found with
+    /// the session, under the same lock.
+    user: Option<Arc<User>>,
 }
 
 impl Caller {
@@ -297,7 +300,7 @@ impl Service {
             }),
             Actor::User(caller) => {
                 let user = self
-                    .user_at(UserKey::Id(caller.user_id()), caller.generation)
+                    .user_of(caller)
                     .await?
                     .filter(|u| u.enabled)
                     .ok_or(ServiceError::Unauthenticated)?;
@@ -315,6 +318,18 @@ impl Service {
     /// users go to the store. A user nobody has is not cached.
     async fn user_by(&self, key: UserKey<'_>) -> ServiceResult<Option<Arc<User>>> {
         self.user_at(key, self.store().session_generation()).await
+    }
+
+    /// The user of an authenticated request: found with its session, or looked up
+    /// at the generation the session was checked at.
+    async fn user_of(&self, caller: &Caller) -> ServiceResult<Option<Arc<User>>> {
+        match &caller.user {
+            Some(u) => Ok(Some(Arc::clone(u))),
+            None => {
+                self.user_at(UserKey::Id(caller.user_id()), caller.generation)
+                    .await
+            }
+        }
     }
 
     /// [`Service::user_by`] at a generation already read (`None`: the store
