@@ -86,12 +86,21 @@ impl JsonText {
 
     /// A list of [`known`](Self::known) strings.
     pub fn known_strs(&mut self, items: impl IntoIterator<Item = &'static str>) -> &mut Self {
+        self.list(items, Self::known)
+    }
+
+    /// A list of `items`, each written by `each`.
+    fn list<T>(
+        &mut self,
+        items: impl IntoIterator<Item = T>,
+        mut each: impl FnMut(&mut Self, T) -> &mut Self,
+    ) -> &mut Self {
         self.0.push(b'[');
-        for (i, s) in items.into_iter().enumerate() {
+        for (i, item) in items.into_iter().enumerate() {
             if i > 0 {
                 self.0.push(b',');
             }
-            self.known(s);
+            each(self, item);
         }
         self.0.push(b']');
         self
@@ -109,15 +118,7 @@ impl JsonText {
 
     /// A list of strings.
     pub fn strs<'s>(&mut self, items: impl IntoIterator<Item = &'s str>) -> &mut Self {
-        self.0.push(b'[');
-        for (i, s) in items.into_iter().enumerate() {
-            if i > 0 {
-                self.0.push(b',');
-            }
-            self.str(s);
-        }
-        self.0.push(b']');
-        self
+        self.list(items, Self::str)
     }
 
     /// Any other value, through serde_json (for the small, rare parts: enum names,

@@ -219,7 +219,7 @@ fn write_session(
         .raw(r#","name":"#)
         .known(s.console_type.describe())
         .raw(r#"},"dialect":"#)
-        .known(Dialect::from(s.dialect).name())
+        .known(s.dialect.key())
         .raw(r#","browser_session_id":"#)
         .int(s.browser_session_id)
         .raw(r#","created_at":"#)
@@ -239,7 +239,7 @@ fn write_session(
     };
     out.raw(r#","end_reason":"#);
     match end {
-        Some(e) => out.known(EndReason::from(e.reason).name()),
+        Some(e) => out.known(e.reason.key()),
         None => out.raw("null"),
     };
     // The session making the request is the current one.
@@ -542,36 +542,14 @@ fn user_ref(id: domain::UserId, name: &str) -> UserRef {
 }
 
 // The wire names of the enums, as serde names them, for the hand-written
-// answers (`api::json_text`); the writers' tests compare the two.
-
-impl Dialect {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Dialect::Commvault => "commvault",
-            Dialect::Vsphere => "vsphere",
-            Dialect::Native => "native",
-            Dialect::WebConsole => "web-console",
-        }
-    }
-}
+// answers (`api::json_text`): a dialect and an end reason are named by their
+// domain keys; the test compares each with its serde name.
 
 impl SessionState {
     pub fn name(&self) -> &'static str {
         match self {
             SessionState::Live => "live",
             SessionState::Ended => "ended",
-        }
-    }
-}
-
-impl EndReason {
-    pub fn name(&self) -> &'static str {
-        match self {
-            EndReason::Logout => "logout",
-            EndReason::Idle => "idle",
-            EndReason::Absolute => "absolute",
-            EndReason::Revoked => "revoked",
-            EndReason::Evicted => "evicted",
         }
     }
 }
@@ -799,24 +777,18 @@ mod tests {
             serde_json::to_string(v).unwrap()
         }
         for d in [
-            Dialect::Commvault,
-            Dialect::Vsphere,
-            Dialect::Native,
-            Dialect::WebConsole,
+            domain::Dialect::Commvault,
+            domain::Dialect::Vsphere,
+            domain::Dialect::Native,
+            domain::Dialect::WebConsole,
         ] {
-            assert_eq!(serde_name(&d), format!("\"{}\"", d.name()));
+            assert_eq!(serde_name(&Dialect::from(d)), format!("\"{}\"", d.key()));
         }
         for st in [SessionState::Live, SessionState::Ended] {
             assert_eq!(serde_name(&st), format!("\"{}\"", st.name()));
         }
-        for r in [
-            EndReason::Logout,
-            EndReason::Idle,
-            EndReason::Absolute,
-            EndReason::Revoked,
-            EndReason::Evicted,
-        ] {
-            assert_eq!(serde_name(&r), format!("\"{}\"", r.name()));
+        for r in domain::EndReason::ALL {
+            assert_eq!(serde_name(&EndReason::from(r)), format!("\"{}\"", r.key()));
         }
     }
 
